@@ -1,0 +1,19 @@
+"""Sanad: cited answers from Arabic news articles, offline.
+
+    import rag
+    rag.update(["seeds"])                       # build or refresh the index
+    index = rag.open()                          # the default index directory
+    for p in index.search("ماذا قال ماسك عن الحرب الأهلية؟"):
+        print(p.score, p.title, p.text)
+"""
+
+from .api import Index, open, search, update
+from .config import Settings
+from .errors import ConfigError, DocumentError, IndexNotFoundError, LLMError, ModelError, RagError, StoreError
+from .types import Answer, Chunk, Citation, Counts, Document, Passage, UpdateReport
+
+__all__ = [
+    "Answer", "Chunk", "Citation", "ConfigError", "Counts", "Document", "DocumentError", "Index",
+    "IndexNotFoundError", "LLMError", "ModelError", "Passage", "RagError", "Settings",
+    "StoreError", "UpdateReport", "open", "search", "update",
+]

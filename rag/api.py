@@ -1,0 +1,99 @@
+"""The Python entry points: an `Index` object and module-level shortcuts."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from .config import Settings
+from .embeddings import Embedder
+from .errors import ConfigError
+from .indexing import update_index
+from .retrieval import MODES, Retriever
+from .store import Store, current_generation
+from .types import Passage, UpdateReport
+
+
+class Index:
+    """One index directory with its embedding model. Loads lazily, follows new generations
+    published by other processes, and is safe to share between threads."""
+
+    def __init__(self, settings: Settings | None = None, embedder: Embedder | None = None) -> None:
+        self.settings = settings or Settings.load()
+        self.embedder = embedder or Embedder(self.settings)
+        self._store: Store | None = None
+        self._lock = threading.Lock()
+
+    @property
+    def index_dir(self) -> Path:
+        return self.settings.resolved_index_dir
+
+    def exists(self) -> bool:
+        return current_generation(self.index_dir) is not None
+
+    @property
+    def store(self) -> Store:
+        """The current generation, reopened when a newer one has been published."""
+        with self._lock:
+            if self._store is None or not self._store.is_current():
+                old, self._store = self._store, Store.open(self.index_dir)
+                if old is not None:
+                    old.close()
+            return self._store
+
+    def update(self, paths: Sequence[str | Path] | None = None, *, full: bool = False,
+               progress: bool = False, notify: Callable[[str], None] | None = None) -> UpdateReport:
+        """Index new and changed documents under `paths` and drop removed ones."""
+        return update_index(self.settings, paths, embedder=self.embedder, full=full,
+                            progress=progress, notify=notify)
+
+    def search(self, query: str, k: int | None = None, mode: str | None = None) -> list[Passage]:
+        mode = mode or self.settings.search_mode
+        if mode not in MODES:
+            raise ConfigError(f"unknown search mode {mode!r}: use one of {', '.join(MODES)}")
+        return Retriever(self.store, self.embedder).search(query, k or self.settings.k, mode)
+
+    def close(self) -> None:
+        with self._lock:
+            if self._store is not None:
+                self._store.close()
+                self._store = None
+
+
+_shared: dict[tuple, Index] = {}
+_shared_lock = threading.Lock()
+
+
+def _settings(index_dir: str | Path | None, settings: Settings | None, overrides: dict[str, Any]) -> Settings:
+    settings = settings or Settings.load()
+    return settings.replace(index_dir=Path(index_dir).expanduser() if index_dir else None, **overrides)
+
+
+def open(index_dir: str | Path | None = None, settings: Settings | None = None, **overrides: Any) -> Index:
+    """Open an existing index (default: settings' index directory).
+
+    Raises IndexNotFoundError, whose message says how to build one."""
+    index = Index(_settings(index_dir, settings, overrides))
+    index.store  # noqa: B018 - fail now, with the "run `rag index`" message, if there is none
+    return index
+
+
+def _shared_index(index_dir: str | Path | None, settings: Settings | None) -> Index:
+    resolved = _settings(index_dir, settings, {})
+    key = (str(resolved.resolved_index_dir), resolved.fingerprint(), resolved.embedding_model)
+    with _shared_lock:
+        if key not in _shared:
+            _shared[key] = Index(resolved)
+        return _shared[key]
+
+
+def update(paths: Sequence[str | Path] | None = None, index_dir: str | Path | None = None,
+           settings: Settings | None = None, *, full: bool = False) -> UpdateReport:
+    return _shared_index(index_dir, settings).update(paths, full=full)
+
+
+def search(query: str, k: int | None = None, index_dir: str | Path | None = None,
+           settings: Settings | None = None, mode: str | None = None) -> list[Passage]:
+    return _shared_index(index_dir, settings).search(query, k=k, mode=mode)

@@ -1,0 +1,155 @@
+"""Arabic text handling in one place: normalization, sentence spans, search tokens.
+
+The same functions serve indexing and querying, so a question and a passage are always reduced
+the same way. Nothing here changes stored text: sentence spans are offsets into the original.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from functools import lru_cache
+
+# Harakat, tanwin, shadda, sukun, superscript alef, Quranic annotation marks.
+_DIACRITICS = re.compile("[\u0610-\u061a\u064b-\u065f\u0670\u06d6-\u06dc\u06df-\u06e8\u06ea-\u06ed]")
+_TATWEEL = "\u0640"
+_CHAR_MAP = str.maketrans({
+    "\u0622": "\u0627", "\u0623": "\u0627", "\u0625": "\u0627", "\u0671": "\u0627",  # آ أ إ ٱ → ا
+    "\u0649": "\u064a",  # ى → ي
+    "\u0629": "\u0647",  # ة → ه
+    **{chr(0x0660 + d): str(d) for d in range(10)},  # Arabic-Indic digits
+    **{chr(0x06F0 + d): str(d) for d in range(10)},  # Persian digits
+    "\u06cc": "\u064a", "\u06a9": "\u0643",  # Persian yeh and kaf
+    _TATWEEL: None,
+})
+_PRESENTATION_FORMS = re.compile("[\ufb50-\ufdff\ufe70-\ufeff]+")
+_WORD = re.compile(r"\w+")
+
+# Question words, pronouns, particles and prepositions, written as they are after `normalize`.
+_STOPWORDS_RAW = """
+ما ماذا من متى كم هل اين أين لماذا لم لما كيف اي أي ايها ايه أية اية أيه ايضا أيضا
+في على الى إلى عن مع من منذ حتى عند عندما لدى بين بعد قبل خلال ضد نحو حول دون عبر تحت فوق
+و او أو ثم بل لكن لكنه ان إن أن انه إنه أنه انها إنها أنها كان كانت يكون تكون كانوا
+هو هي هم هن هما انا أنا نحن انت أنت انتم أنتم هذا هذه ذلك تلك هؤلاء اولئك أولئك هناك هنا
+الذي التي الذين اللذين اللتين اللاتي اللواتي ما لا لن لم ليس ليست قد لقد سوف كل بعض غير
+به بها بهم له لها لهم فيه فيها فيهم عليه عليها عليهم منه منها منهم عنه عنها عنهم اليه إليه
+اليها إليها كما اذا إذا ذا ذو ذات تم وقد وكان وكانت وهو وهي وفي ومن وعلى والى وإلى وان وأن
+فى يا ايضا أيضا الا إلا الي ولا
+the a an of to in on at for by with from about is are was were be been what which who whom
+whose when where why how did does do and or not that this these those it its as
+"""
+
+
+def normalize(text: str) -> str:
+    """Search normalization: presentation forms unfolded, diacritics and tatweel removed, alef
+    forms unified, ى→ي, ة→ه, Arabic-Indic and Persian digits → ASCII, Latin lower-cased."""
+    text = _PRESENTATION_FORMS.sub(lambda m: unicodedata.normalize("NFKC", m.group()), text)
+    text = _DIACRITICS.sub("", text)
+    return text.translate(_CHAR_MAP).casefold()
+
+
+@lru_cache(maxsize=1)
+def stopwords() -> frozenset[str]:
+    return frozenset(normalize(w) for w in _STOPWORDS_RAW.split())
+
+
+def words(text: str) -> list[str]:
+    """Normalized word tokens; punctuation (Arabic and Latin) separates words."""
+    return [w for w in _WORD.findall(normalize(text)) if w != "_"]
+
+
+def has_arabic(text: str) -> bool:
+    return any("\u0600" <= ch <= "\u06ff" or "\u0750" <= ch <= "\u077f" for ch in text)
+
+
+# ----------------------------------------------------------------------------- stemming
+
+_LIGHT_PREFIXES = ("وال", "بال", "كال", "فال", "لل", "ال")
+_LIGHT_SUFFIXES = ("ها", "ان", "ات", "ون", "ين", "يه", "ه", "ي")  # ية and ة after normalize
+
+
+def light_stem(word: str) -> str:
+    """Light10-style stemming (Larkey et al.) on a normalized word: one conjunction و, one
+    article prefix, then common suffixes, never leaving fewer than two letters."""
+    if len(word) > 3 and word.startswith("و"):
+        word = word[1:]
+    for prefix in _LIGHT_PREFIXES:
+        if word.startswith(prefix) and len(word) - len(prefix) >= 2:
+            word = word[len(prefix):]
+            break
+    for suffix in _LIGHT_SUFFIXES:
+        if word.endswith(suffix) and len(word) - len(suffix) >= 2:
+            word = word[: -len(suffix)]
+    return word
+
+
+@lru_cache(maxsize=1)
+def _snowball():
+    import Stemmer
+
+    return Stemmer.Stemmer("arabic")
+
+
+def search_tokens(text: str, stemmer: str = "light") -> list[str]:
+    """Tokens for the lexical index: normalized words minus stopwords, stemmed.
+
+    stemmer: "light" (prefix/suffix stripping), "snowball" (PyStemmer's Arabic Snowball; Latin
+    words go through it unchanged) or "none"."""
+    out = []
+    stop = stopwords()
+    for word in words(text):
+        if word in stop:
+            continue
+        if stemmer == "light":
+            word = light_stem(word) if has_arabic(word) else word
+        elif stemmer == "snowball":
+            word = _snowball().stemWord(word) if has_arabic(word) else word
+        out.append(word)
+    return out
+
+
+# ----------------------------------------------------------------------------- sentences
+
+# A sentence ends after . ! ? ؟ ؛ … (and any closing quotes/brackets) when whitespace follows,
+# or at a line break. A period after a lone Latin letter (an initial, "U.S.") does not end one.
+_SENTENCE_END = re.compile(
+    r"(?<![A-Za-z]\.[A-Za-z])(?<!\b[A-Za-z])[.!?؟؛…]+[\"'”’»)\]]*(?=\s)|\n")
+_CLAUSE_END = re.compile(r"[،,:;][\"'”’»)\]]*(?=\s)")
+
+
+def sentence_spans(text: str, start: int = 0, end: int | None = None) -> list[tuple[int, int]]:
+    """[start, end) spans of the sentences in text[start:end], whitespace trimmed."""
+    end = len(text) if end is None else end
+    spans = []
+    cursor = start
+    for match in _SENTENCE_END.finditer(text, start, end):
+        spans.extend(_trimmed(text, cursor, match.end()))
+        cursor = match.end()
+    spans.extend(_trimmed(text, cursor, end))
+    return spans
+
+
+def clause_spans(text: str, start: int, end: int) -> list[tuple[int, int]]:
+    """Split one long sentence at ، , : ; (the comma stays with the clause before it)."""
+    spans = []
+    cursor = start
+    for match in _CLAUSE_END.finditer(text, start, end):
+        spans.extend(_trimmed(text, cursor, match.end()))
+        cursor = match.end()
+    spans.extend(_trimmed(text, cursor, end))
+    return spans
+
+
+_NON_SPACE = re.compile(r"\S+")
+
+
+def word_spans(text: str, start: int, end: int) -> list[tuple[int, int]]:
+    return [(m.start(), m.end()) for m in _NON_SPACE.finditer(text, start, end)]
+
+
+def _trimmed(text: str, start: int, end: int) -> list[tuple[int, int]]:
+    while start < end and text[start].isspace():
+        start += 1
+    while end > start and text[end - 1].isspace():
+        end -= 1
+    return [(start, end)] if start < end else []

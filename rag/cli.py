@@ -1,0 +1,131 @@
+"""`rag …` commands. The only place that prints errors and chooses exit codes."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from .api import Index
+from .config import Settings
+from .errors import RagError
+from .types import Passage, UpdateReport
+
+
+def _common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--index", metavar="DIR", help="index directory (env RAG_INDEX_DIR)")
+    parser.add_argument("--settings", metavar="FILE", help="TOML settings file (env RAG_SETTINGS)")
+    parser.add_argument("--embedding-model", metavar="NAME",
+                        help="sentence-transformers model name or path (env RAG_EMBEDDING_MODEL)")
+    parser.add_argument("--json", action="store_true", help="machine-readable output on stdout")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="rag", description="Cited answers from Arabic news articles, offline.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("index", help="index new and changed documents, drop removed ones")
+    p.add_argument("paths", nargs="*", metavar="PATH",
+                   help="folders or files (default: the ones this index was built from)")
+    p.add_argument("--full", action="store_true", help="rebuild everything from scratch")
+    _common(p)
+
+    p = sub.add_parser("search", help="find the passages that best match a question")
+    p.add_argument("query", metavar="QUESTION")
+    p.add_argument("--k", type=int, default=None, help="number of passages (default 5)")
+    p.add_argument("--mode", choices=["hybrid", "dense", "bm25"], default=None)
+    _common(p)
+
+    p = sub.add_parser("info", help="show what an index holds")
+    _common(p)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        settings = Settings.load(args.settings, index_dir=args.index,
+                                 embedding_model=args.embedding_model)
+        return COMMANDS[args.command](args, settings)
+    except RagError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+def _progress_wanted(args: argparse.Namespace) -> bool:
+    return not args.json and sys.stderr.isatty() and not os.environ.get("CI")
+
+
+def _say(message: str) -> None:
+    print(message, file=sys.stderr)
+
+
+def cmd_index(args: argparse.Namespace, settings: Settings) -> int:
+    report = Index(settings).update(args.paths or None, full=args.full,
+                                    progress=_progress_wanted(args), notify=_say)
+    if args.json:
+        _print_json(report.to_dict())
+    else:
+        print(_describe_report(report))
+    return 0
+
+
+def _describe_report(report: UpdateReport) -> str:
+    def part(label: str, counts) -> str:
+        return f"{label} {counts.documents} ({counts.chunks} chunks)"
+
+    lines = [
+        f"index: {report.index_dir}" + (f"  [full rebuild: {report.rebuild_reason}]"
+                                        if report.full_rebuild else ""),
+        "documents: " + ", ".join([part("added", report.added), part("changed", report.changed),
+                                   part("removed", report.removed),
+                                   part("unchanged", report.unchanged)]),
+        f"embedded {report.embedded_chunks} chunks in {report.seconds:.1f} s",
+    ]
+    return "\n".join(lines)
+
+
+def cmd_search(args: argparse.Namespace, settings: Settings) -> int:
+    passages = Index(settings).search(args.query, k=args.k, mode=args.mode)
+    if args.json:
+        _print_json([p.to_dict() for p in passages])
+        return 0
+    if not passages:
+        print("no passages found")
+    for rank, passage in enumerate(passages, start=1):
+        print(_format_passage(rank, passage))
+    return 0
+
+
+def _format_passage(rank: int, p: Passage) -> str:
+    text = " ".join(p.text.split())
+    return f"{rank}. [{p.score:.3f}] {p.title}  ({p.doc_id} {p.start}–{p.end})\n   {text}\n"
+
+
+def cmd_info(args: argparse.Namespace, settings: Settings) -> int:
+    store = Index(settings).store
+    info = {**store.manifest.to_dict(), "index_dir": str(store.index_dir)}
+    if args.json:
+        _print_json(info)
+    else:
+        for key, value in info.items():
+            print(f"{key}: {value}")
+    return 0
+
+
+def _print_json(data: Any) -> None:
+    print(json.dumps(data, ensure_ascii=False, indent=2, default=str))
+
+
+COMMANDS = {"index": cmd_index, "search": cmd_search, "info": cmd_info}
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,125 @@
+"""Bring an index up to date with a set of folders/files, embedding only what changed.
+
+Documents are compared by content hash: new and changed ones are chunked and embedded,
+removed ones are deleted with their vectors, unchanged ones are left alone. A changed index
+fingerprint (model, chunking …) or `full=True` rebuilds everything instead of mixing states.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import numpy as np
+
+from . import arabic
+from .chunking import chunk_document, embedding_text
+from .config import Settings
+from .documents import load_paths
+from .embeddings import Embedder
+from .errors import DocumentError
+from .store import GenerationWriter, current_generation, read_manifest, stored_document_hashes, writer_lock
+from .types import Chunk, Counts, Document, UpdateReport
+
+
+def lexical_tokens(title: str, text: str) -> list[str]:
+    """BM25 tokens of a chunk (its title included, as for the dense side)."""
+    return arabic.search_tokens(f"{title}\n{text}")
+
+
+def update_index(settings: Settings, paths: Sequence[str | Path] | None = None, *,
+                 embedder: Embedder | None = None, full: bool = False, progress: bool = False,
+                 notify: Callable[[str], None] | None = None) -> UpdateReport:
+    """Index the documents under `paths` (or the folders the index was last built from)."""
+    began = time.perf_counter()
+    notify = notify or (lambda message: None)
+    index_dir = settings.resolved_index_dir
+    embedder = embedder or Embedder(settings)
+
+    with writer_lock(index_dir, on_wait=lambda: notify(
+            f"waiting for another indexing run on {index_dir} to finish …")):
+        base = current_generation(index_dir)
+        manifest = read_manifest(base) if base is not None else None
+        if paths:
+            sources = [str(Path(p).expanduser().resolve()) for p in paths]
+        elif manifest is not None:
+            sources = manifest.sources
+        else:
+            raise DocumentError("nothing to index: give a folder or files, e.g. `rag index seeds`")
+
+        loaded = load_paths(sources)
+        for line in loaded.notices():
+            notify(line)
+        if not loaded.documents:
+            raise DocumentError(
+                f"no supported documents found in {', '.join(sources)}; the index was left "
+                "unchanged. Add .txt, .md, .html, .pdf or .jsonl files and run again")
+
+        fingerprint = settings.fingerprint()
+        reason = None
+        if manifest is None:
+            reason = "new index"
+        elif full:
+            reason = "full rebuild requested"
+        elif manifest.fingerprint != fingerprint:
+            reason = _describe_change(manifest.settings, settings.index_params())
+            notify(f"index settings changed ({reason}): rebuilding the whole index")
+        rebuild = reason is not None
+
+        old = {} if rebuild else stored_document_hashes(base)
+        new = {doc.doc_id: doc for doc in loaded.documents}
+        added = [d for i, d in new.items() if i not in old]
+        changed = [d for i, d in new.items() if i in old and old[i][0] != d.sha256]
+        removed = [i for i in old if i not in new]
+        unchanged = [i for i, d in new.items() if i in old and old[i][0] == d.sha256]
+
+        to_embed = added + changed
+        chunks = {doc.doc_id: chunk_document(doc, settings.chunk_tokens,
+                                             settings.chunk_overlap_sentences) for doc in to_embed}
+        texts = [embedding_text(doc.title, c.text, settings.title_in_passage)
+                 for doc in to_embed for c in chunks[doc.doc_id]]
+
+        nothing_to_do = not (rebuild or added or changed or removed) and manifest.sources == sources
+        if not nothing_to_do:
+            vectors = embedder.embed_passages(texts, progress=progress and len(texts) > 0)
+            writer = GenerationWriter(index_dir, None if rebuild else base, embedder.dimension)
+            try:
+                writer.remove_documents(removed + [d.doc_id for d in changed])
+                _add_all(writer, to_embed, chunks, vectors)
+                writer.publish({
+                    "fingerprint": fingerprint,
+                    "settings": settings.index_params(),
+                    "embedding": embedder.identity(),
+                    "sources": sources,
+                }, lexical_tokens)
+            except BaseException:
+                writer.abandon()
+                raise
+
+    def count(docs: list[Document]) -> Counts:
+        return Counts(len(docs), sum(len(chunks[d.doc_id]) for d in docs))
+
+    return UpdateReport(
+        added=count(added), changed=count(changed),
+        removed=Counts(len(removed), sum(old[i][1] for i in removed)),
+        unchanged=Counts(len(unchanged), sum(old[i][1] for i in unchanged)),
+        full_rebuild=rebuild, rebuild_reason=reason,
+        skipped=tuple(f"{s.path}: {s.reason}" for s in loaded.skipped),
+        seconds=round(time.perf_counter() - began, 3), index_dir=str(index_dir),
+        embedded_chunks=len(texts))
+
+
+def _add_all(writer: GenerationWriter, docs: list[Document], chunks: dict[str, list[Chunk]],
+             vectors: np.ndarray) -> None:
+    offset = 0
+    for doc in docs:
+        n = len(chunks[doc.doc_id])
+        writer.add_document(doc, chunks[doc.doc_id], vectors[offset:offset + n])
+        offset += n
+
+
+def _describe_change(old: dict, new: dict) -> str:
+    changes = [f"{key}: {old.get(key)!r} → {new.get(key)!r}"
+               for key in sorted(set(old) | set(new)) if old.get(key) != new.get(key)]
+    return "; ".join(changes) or "fingerprint differs"

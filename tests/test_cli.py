@@ -1,0 +1,56 @@
+"""The `rag` command in real subprocesses, against real indexes."""
+
+from __future__ import annotations
+
+import json
+
+from .conftest import cli_env, run_cli
+
+CIVIL_WAR_AR = "ماذا قال ماسك عن الحرب الأهلية؟"
+CIVIL_WAR_EN = "What did Musk say about civil war?"
+
+
+def test_index_search_json_and_errors(settings, corpus):
+    env = cli_env(settings)
+    missing = run_cli("search", CIVIL_WAR_AR, env=env, check=False)
+    assert missing.returncode == 1
+    assert "no index at" in missing.stderr and "rag index seeds" in missing.stderr
+    assert "Traceback" not in missing.stderr
+
+    (corpus / "notes.docx").write_bytes(b"PK")
+    built = run_cli("index", str(corpus), "--json", env=env)
+    report = json.loads(built.stdout)
+    assert report["added"] == {"documents": 5, "chunks": report["embedded_chunks"]}
+    assert report["full_rebuild"] is True
+    assert "notes.docx" in built.stderr  # the skipped file is named
+
+    again = json.loads(run_cli("index", "--json", env=env).stdout)  # sources remembered
+    assert again["unchanged"]["documents"] == 5 and again["embedded_chunks"] == 0
+
+    hits = json.loads(run_cli("search", CIVIL_WAR_AR, "--k", "3", "--json", env=env).stdout)
+    assert len(hits) == 3
+    for key in ("doc_id", "title", "text", "start", "end", "score", "chunk_id"):
+        assert key in hits[0]
+    assert hits[0]["doc_id"] == "000_4180ecd25a632971.txt"
+    assert "الحرب الأهلية" in hits[0]["text"]
+    document = (corpus / hits[0]["doc_id"]).read_text(encoding="utf-8")
+    assert hits[0]["text"] in document
+
+    human = run_cli("search", CIVIL_WAR_EN, env=env).stdout
+    assert "1. [" in human and "000_4180ecd25a632971.txt" in human
+
+    info = json.loads(run_cli("info", "--json", env=env).stdout)
+    assert info["documents"] == 5 and info["embedding"]["dimension"] == 384
+
+
+def test_bad_setting_is_reported_with_its_name(settings):
+    proc = run_cli("search", "x", env={**cli_env(settings), "RAG_CHUNK_TOKENS": "many"}, check=False)
+    assert proc.returncode == 1
+    assert "RAG_CHUNK_TOKENS" in proc.stderr and "'many'" in proc.stderr
+
+
+def test_search_acceptance_on_the_seeds(seed_index):
+    top = seed_index.search(CIVIL_WAR_AR, k=5)
+    assert top[0].doc_id == "000_4180ecd25a632971.txt" and "الحرب الأهلية" in top[0].text
+    english = seed_index.search(CIVIL_WAR_EN, k=3)
+    assert "000_4180ecd25a632971.txt" in [p.doc_id for p in english]

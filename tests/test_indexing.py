@@ -1,0 +1,265 @@
+"""Incremental, atomic index updates: real files, the real model, a real FAISS index and SQLite."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from rag.api import Index
+from rag.errors import DocumentError, IndexNotFoundError
+from rag.store import GENERATIONS, Store, current_generation
+
+from .conftest import ROOT, SEEDS, cli_env, run_cli
+
+NEW_ARTICLE = (
+    "هيئة تنظيم الاتصالات في ألمانيا تفرض غرامة قياسية\n"
+    "فرضت الهيئة الألمانية غرامة قدرها خمسون مليون يورو على منصة فيديو بسبب تقاعسها عن حذف "
+    "منشورات تحرض على العنف خلال أربع وعشرين ساعة، وفق قانون إنفاذ الشبكات.\n"
+    "وقالت الهيئة إن المنصة تلقت أكثر من ألف بلاغ لم تعالج في الوقت المحدد.\n")
+
+
+def docs_in(store: Store) -> set[str]:
+    return set(store.document_ids())
+
+
+def test_first_run_indexes_everything(settings, embedder, corpus):
+    report = Index(settings, embedder).update([corpus])
+    assert report.full_rebuild and report.rebuild_reason == "new index"
+    assert report.added.documents == 5 and report.added.chunks == report.embedded_chunks > 20
+    store = Index(settings, embedder).store
+    assert store.size == report.added.chunks
+    assert store.manifest.documents == 5 and store.manifest.chunks == report.added.chunks
+    assert store.manifest.embedding["name"] == "multilingual-e5-small"
+    assert store.manifest.embedding["dimension"] == 384
+    assert store.manifest.settings["chunk_tokens"] == settings.chunk_tokens
+    assert store.manifest.sources == [str(corpus.resolve())]
+
+
+def test_add_edit_delete_embed_only_what_changed(settings, embedder, corpus):
+    index = Index(settings, embedder)
+    index.update([corpus])
+    before = index.store
+    vectors_before = {cid: before._vectors.reconstruct(cid) for cid in range(1, before.size + 1)}
+
+    (corpus / "005_new.txt").write_text(NEW_ARTICLE, encoding="utf-8")
+    added = index.update([corpus])
+    assert (added.added.documents, added.changed.documents, added.removed.documents) == (1, 0, 0)
+    assert added.unchanged.documents == 5 and not added.full_rebuild
+    assert added.embedded_chunks == added.added.chunks  # only the new article was embedded
+    hits = index.search("كم بلغت الغرامة التي فرضتها الهيئة الألمانية على منصة الفيديو؟", k=3)
+    assert hits[0].doc_id == "005_new.txt"
+
+    # unchanged documents keep their chunk ids and vectors
+    store = index.store
+    for chunk_id, vector in vectors_before.items():
+        np.testing.assert_array_equal(store._vectors.reconstruct(chunk_id), vector)
+
+    edited = corpus / "004_bc7fe0a8626652c3.txt"
+    edited.write_text(edited.read_text(encoding="utf-8") + "\nوأضاف المتحدث أن البرنامج سيشمل فرنسا.\n",
+                      encoding="utf-8")
+    changed = index.update([corpus])
+    assert (changed.added.documents, changed.changed.documents, changed.removed.documents) == (0, 1, 0)
+    assert changed.embedded_chunks == changed.changed.chunks
+
+    (corpus / "005_new.txt").unlink()
+    removed = index.update([corpus])
+    assert (removed.added.documents, removed.changed.documents, removed.removed.documents) == (0, 0, 1)
+    assert removed.embedded_chunks == 0 and removed.removed.chunks == added.added.chunks
+    assert "005_new.txt" not in docs_in(index.store)
+    hits = index.search("كم بلغت الغرامة التي فرضتها الهيئة الألمانية على منصة الفيديو؟", k=10)
+    assert all(h.doc_id != "005_new.txt" for h in hits)
+    stored = sqlite3.connect(index.store.generation_dir / "index.sqlite")
+    n_chunks = stored.execute("SELECT COUNT(*) FROM chunks").fetchone()[0]
+    assert index.store.size == n_chunks == index.store.manifest.chunks
+
+
+def test_unchanged_run_publishes_nothing(settings, embedder, corpus):
+    index = Index(settings, embedder)
+    index.update([corpus])
+    generation = current_generation(settings.resolved_index_dir)
+    again = index.update([corpus])
+    assert again.embedded_chunks == 0 and again.unchanged.documents == 5
+    assert current_generation(settings.resolved_index_dir) == generation
+
+
+def test_rerun_without_paths_uses_the_recorded_sources(settings, embedder, corpus):
+    index = Index(settings, embedder)
+    index.update([corpus])
+    (corpus / "005_new.txt").write_text(NEW_ARTICLE, encoding="utf-8")
+    assert index.update().added.documents == 1
+
+
+def test_changed_settings_rebuild_instead_of_mixing(settings, embedder, corpus):
+    Index(settings, embedder).update([corpus])
+    smaller = settings.replace(chunk_tokens=80)
+    report = Index(smaller, embedder).update([corpus])
+    assert report.full_rebuild and "chunk_tokens" in report.rebuild_reason
+    assert report.embedded_chunks == report.added.chunks and report.added.documents == 5
+    assert Index(smaller, embedder).store.manifest.settings["chunk_tokens"] == 80
+    forced = Index(smaller, embedder).update([corpus], full=True)
+    assert forced.full_rebuild and forced.rebuild_reason == "full rebuild requested"
+
+
+def test_bad_input_leaves_the_index_untouched(settings, embedder, corpus, tmp_path):
+    index = Index(settings, embedder)
+    index.update([corpus])
+    generation = current_generation(settings.resolved_index_dir)
+    with pytest.raises(DocumentError, match="does not exist"):
+        index.update([tmp_path / "typo"])
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    (empty / "notes.docx").write_bytes(b"PK")
+    with pytest.raises(DocumentError, match="no supported documents.*unchanged"):
+        index.update([empty])
+    assert current_generation(settings.resolved_index_dir) == generation
+    assert docs_in(index.store) == {p.name for p in SEEDS.iterdir()}
+
+
+def test_search_without_index_says_how_to_build_one(settings, embedder):
+    with pytest.raises(IndexNotFoundError, match="rag index seeds"):
+        Index(settings, embedder).search("سؤال")
+
+
+def test_old_generations_are_cleaned_up(settings, embedder, corpus):
+    index = Index(settings, embedder)
+    index.update([corpus])
+    for i in range(3):
+        (corpus / f"extra{i}.txt").write_text(NEW_ARTICLE + f"\nرقم {i}.", encoding="utf-8")
+        index.update([corpus])
+    names = sorted(p.name for p in (settings.resolved_index_dir / GENERATIONS).iterdir())
+    assert len(names) == 2 and names[-1] == current_generation(settings.resolved_index_dir).name
+
+
+# --------------------------------------------------------------------- crashes and concurrency
+
+def _spawn_index(settings, corpus: Path, extra_code: str = "") -> subprocess.Popen:
+    code = "\n".join([
+        "import sys",
+        textwrap.dedent(extra_code),
+        "from rag.cli import main",
+        f"sys.exit(main(['index', {str(corpus)!r}]))",
+    ])
+    return subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, env={**os.environ, **cli_env(settings)},
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def _wait_for(predicate, timeout=120.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def _seed_search_ok(settings) -> None:
+    proc = run_cli("search", "ماذا قال ماسك عن الحرب الأهلية؟", "--json", env=cli_env(settings))
+    hits = json.loads(proc.stdout)
+    assert hits and hits[0]["doc_id"] == "000_4180ecd25a632971.txt"
+
+
+def test_killed_while_embedding_leaves_previous_index_usable(settings, embedder, corpus, tmp_path):
+    Index(settings, embedder).update([corpus])
+    generation = current_generation(settings.resolved_index_dir)
+    many = tmp_path / "many"
+    many.mkdir()
+    for i in range(60):
+        (many / f"{i:03d}.txt").write_text(NEW_ARTICLE + f"\nالخبر رقم {i}.", encoding="utf-8")
+    marker = tmp_path / "embedding-started"
+    proc = _spawn_index(settings, many, extra_code=textwrap.dedent(f"""
+        import pathlib, rag.embeddings as e
+        _orig = e.Embedder.embed_passages
+        def spy(self, texts, progress=False):
+            pathlib.Path({str(marker)!r}).touch()
+            return _orig(self, texts, progress)
+        e.Embedder.embed_passages = spy
+    """))
+    assert _wait_for(marker.exists), proc.communicate()
+    time.sleep(1.0)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert current_generation(settings.resolved_index_dir) == generation
+    _seed_search_ok(settings)
+    # the next run finishes the job and cleans up after the dead writer
+    report = Index(settings, embedder).update([many])
+    assert report.added.documents == 60 and report.removed.documents == 5
+
+
+def test_killed_while_publishing_leaves_previous_index_usable(settings, embedder, corpus):
+    Index(settings, embedder).update([corpus])
+    generation = current_generation(settings.resolved_index_dir)
+    (corpus / "005_new.txt").write_text(NEW_ARTICLE, encoding="utf-8")
+    marker = settings.home / "publishing"
+    settings.home.mkdir(parents=True, exist_ok=True)
+    # Hang right before CURRENT is swapped: the new generation is fully written but not live.
+    proc = _spawn_index(settings, corpus, extra_code=textwrap.dedent(f"""
+        import pathlib, time, rag.store as s
+        def hang(path, content):
+            pathlib.Path({str(marker)!r}).touch()
+            time.sleep(600)
+        s._atomic_write = hang
+    """))
+    assert _wait_for(marker.exists), proc.communicate()
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert current_generation(settings.resolved_index_dir) == generation
+    assert "005_new.txt" not in docs_in(Store.open(settings.resolved_index_dir))
+    _seed_search_ok(settings)
+    report = Index(settings, embedder).update([corpus])
+    assert report.added.documents == 1
+    assert "005_new.txt" in docs_in(Store.open(settings.resolved_index_dir))
+
+
+def test_concurrent_index_runs_are_serialized(settings, corpus, tmp_path):
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "only.txt").write_text(NEW_ARTICLE, encoding="utf-8")
+    first = _spawn_index(settings, corpus)
+    second = _spawn_index(settings, other)
+    out1, err1 = first.communicate(timeout=600)
+    out2, err2 = second.communicate(timeout=600)
+    assert first.returncode == 0, err1
+    assert second.returncode == 0, err2
+    assert "waiting for another indexing run" in err1 + err2
+    store = Store.open(settings.resolved_index_dir)
+    # whichever ran last defines the index, and it is complete and consistent
+    assert docs_in(store) in ({"only.txt"}, {p.name for p in corpus.iterdir()})
+    n_chunks = sqlite3.connect(store.generation_dir / "index.sqlite").execute(
+        "SELECT COUNT(*) FROM chunks").fetchone()[0]
+    assert store.size == n_chunks == store.manifest.chunks
+
+
+def test_reader_in_another_process_sees_old_or_new_never_a_mix(settings, embedder, corpus):
+    index = Index(settings, embedder)
+    index.update([corpus])
+    reader = subprocess.Popen(
+        [sys.executable, "-c", textwrap.dedent(f"""
+            import sqlite3, time
+            from rag.store import Store
+            seen = set()
+            end = time.time() + 25
+            while time.time() < end:
+                s = Store.open({str(settings.resolved_index_dir)!r})
+                n = sqlite3.connect(f"file:{{s.generation_dir / 'index.sqlite'}}?mode=ro", uri=True
+                                    ).execute("SELECT COUNT(*) FROM chunks").fetchone()[0]
+                assert s.size == n == s.manifest.chunks, (s.size, n, s.manifest.chunks)
+                seen.add(s.manifest.generation)
+                s.close()
+            print(len(seen))
+        """)], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    for i in range(4):
+        (corpus / f"n{i}.txt").write_text(NEW_ARTICLE + f"\nرقم {i}.", encoding="utf-8")
+        index.update([corpus])
+    out, err = reader.communicate(timeout=120)
+    assert reader.returncode == 0, err
+    assert int(out.strip()) >= 2
