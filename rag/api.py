@@ -38,10 +38,24 @@ class Index:
         """The current generation, reopened when a newer one has been published."""
         with self._lock:
             if self._store is None or not self._store.is_current():
-                old, self._store = self._store, Store.open(self.index_dir)
+                fresh = Store.open(self.index_dir)
+                self._check_compatible(fresh)
+                old, self._store = self._store, fresh
                 if old is not None:
                     old.close()
             return self._store
+
+    def _check_compatible(self, store: Store) -> None:
+        """Searching with other settings than the index was built with gives wrong results."""
+        if store.manifest.fingerprint == self.settings.fingerprint():
+            return
+        store.close()
+        built, wanted = store.manifest.settings, self.settings.index_params()
+        changes = ", ".join(f"{key}={built.get(key)!r} (settings say {wanted.get(key)!r})"
+                            for key in sorted(set(built) | set(wanted)) if built.get(key) != wanted.get(key))
+        raise ConfigError(
+            f"the index at {self.index_dir} was built with {changes}: run `rag index` to rebuild "
+            "it with the current settings, or change the settings back")
 
     def update(self, paths: Sequence[str | Path] | None = None, *, full: bool = False,
                progress: bool = False, notify: Callable[[str], None] | None = None) -> UpdateReport:

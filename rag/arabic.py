@@ -108,6 +108,26 @@ def search_tokens(text: str, stemmer: str = "light") -> list[str]:
     return out
 
 
+LEXICAL_GRAM = 3
+LEXICAL_VERSION = "trigram-light-1"  # part of the index fingerprint: change it when tokens change
+
+
+def lexical_tokens(text: str) -> list[str]:
+    """Terms for the BM25 index: character trigrams of each light-stemmed, non-stopword word,
+    with word-boundary marks ("#" + word + "#").
+
+    Trigrams match across the affixes and spelling variants that whole-word stems miss
+    (للتواصل / التواصل / تواصلت), and measured best on XQuAD-ar and ARCD (docs/retrieval.md)."""
+    out: list[str] = []
+    for word in search_tokens(text, stemmer="light"):
+        marked = f"#{word}#"
+        if len(marked) <= LEXICAL_GRAM:
+            out.append(marked)
+        else:
+            out.extend(marked[i:i + LEXICAL_GRAM] for i in range(len(marked) - LEXICAL_GRAM + 1))
+    return out
+
+
 # ----------------------------------------------------------------------------- sentences
 
 # A sentence ends after . ! ? ؟ ؛ … (and any closing quotes/brackets) when whitespace follows,

@@ -7,6 +7,7 @@ import json
 import os
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from .api import Index
@@ -37,6 +38,16 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("search", help="find the passages that best match a question")
     p.add_argument("query", metavar="QUESTION")
     p.add_argument("--k", type=int, default=None, help="number of passages (default 5)")
+    p.add_argument("--mode", choices=["hybrid", "dense", "bm25"], default=None)
+    _common(p)
+
+    p = sub.add_parser("eval", help="measure retrieval on a SQuAD-format or JSONL question set")
+    p.add_argument("dataset", metavar="DATASET", type=Path,
+                   help="SQuAD-format JSON (XQuAD, ARCD) or JSONL questions (like seeds_qa_dev.jsonl)")
+    p.add_argument("--corpus", nargs="+", type=Path, default=[], metavar="EXTRA",
+                   help="SQuAD files whose paragraphs join the corpus, or the document folder(s) "
+                        "a JSONL set asks about")
+    p.add_argument("--k", type=int, default=10)
     p.add_argument("--mode", choices=["hybrid", "dense", "bm25"], default=None)
     _common(p)
 
@@ -109,6 +120,29 @@ def _format_passage(rank: int, p: Passage) -> str:
     return f"{rank}. [{p.score:.3f}] {p.title}  ({p.doc_id} {p.start}–{p.end})\n   {text}\n"
 
 
+def cmd_eval(args: argparse.Namespace, settings: Settings) -> int:
+    from .evaluation import evaluate, load_dataset, prepare_index
+
+    dataset = load_dataset(args.dataset, args.corpus)
+    index = prepare_index(dataset, settings, notify=_say)
+    result = evaluate(dataset, index, k=args.k, mode=args.mode)
+    if args.json:
+        _print_json(result)
+        return 0
+    print(f"{result['dataset']}: {result['n_questions']} questions, {result['n_documents']} documents, "
+          f"mode {result['mode']}")
+    header = ["", "n", "R@1", "R@5", "R@10", "MRR@10"]
+    rows = [["all", result]] + [[lang, m] for lang, m in result["by_language"].items()]
+    print("  ".join(f"{h:>7}" for h in header))
+    for label, m in rows:
+        print("  ".join(f"{v:>7}" for v in [label, m["n_questions"], m["recall@1"], m["recall@5"],
+                                             m["recall@10"], m["mrr@10"]]))
+    print(f"latency p50 {result['p50_ms']} ms, p95 {result['p95_ms']} ms")
+    if "n_unanswerable" in result:
+        print(f"unanswerable questions (not in the retrieval metrics): {result['n_unanswerable']}")
+    return 0
+
+
 def cmd_info(args: argparse.Namespace, settings: Settings) -> int:
     store = Index(settings).store
     info = {**store.manifest.to_dict(), "index_dir": str(store.index_dir)}
@@ -124,7 +158,7 @@ def _print_json(data: Any) -> None:
     print(json.dumps(data, ensure_ascii=False, indent=2, default=str))
 
 
-COMMANDS = {"index": cmd_index, "search": cmd_search, "info": cmd_info}
+COMMANDS = {"index": cmd_index, "search": cmd_search, "eval": cmd_eval, "info": cmd_info}
 
 
 if __name__ == "__main__":

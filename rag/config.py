@@ -97,8 +97,11 @@ class Settings:
 
     def index_params(self) -> dict[str, Any]:
         """The settings that change what an index holds, plus the on-disk format version."""
+        from .arabic import LEXICAL_VERSION
+
         params = {f.name: getattr(self, f.name) for f in fields(self) if f.metadata["index"]}
         params["format_version"] = INDEX_FORMAT_VERSION
+        params["lexical_tokens"] = LEXICAL_VERSION
         return params
 
     def fingerprint(self, extra: dict[str, Any] | None = None) -> str:

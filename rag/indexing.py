@@ -25,7 +25,7 @@ from .types import Chunk, Counts, Document, UpdateReport
 
 def lexical_tokens(title: str, text: str) -> list[str]:
     """BM25 tokens of a chunk (its title included, as for the dense side)."""
-    return arabic.search_tokens(f"{title}\n{text}")
+    return arabic.lexical_tokens(f"{title}\n{text}")
 
 
 def update_index(settings: Settings, paths: Sequence[str | Path] | None = None, *,

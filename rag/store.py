@@ -163,14 +163,21 @@ class Store:
         vectors = np.vstack([self._vectors.reconstruct(int(i)) for i in chunk_ids])
         return dict(zip(map(int, chunk_ids), (vectors @ query.astype(np.float32)).tolist()))
 
-    def bm25_search(self, tokens: list[str], k: int) -> list[tuple[int, float]]:
-        if not tokens or self._bm25 is None or k <= 0:
-            return []
+    def bm25_scores(self, tokens: list[str]) -> dict[int, float]:
+        """chunk_id → BM25 score, for every chunk that matches at least one token."""
+        if not tokens or self._bm25 is None:
+            return {}
         scores = self._bm25.get_scores(tokens)
-        if not scores.any():
-            return []
-        top = np.argsort(-scores, kind="stable")[:k]
-        return [(int(self._bm25_positions[i]), float(scores[i])) for i in top if scores[i] > 0]
+        hits = np.flatnonzero(scores > 0)
+        return dict(zip(self._bm25_positions[hits].tolist(), scores[hits].tolist()))
+
+    def document_frequencies(self, tokens: Iterable[str]) -> dict[str, int]:
+        """In how many chunks each lexical token occurs (0 for tokens the corpus lacks)."""
+        if self._bm25 is None:
+            return {token: 0 for token in tokens}
+        vocab, indptr = self._bm25.vocab_dict, self._bm25.scores["indptr"]
+        return {token: int(indptr[vocab[token] + 1] - indptr[vocab[token]]) if token in vocab else 0
+                for token in set(tokens)}
 
     def chunks(self, chunk_ids: Iterable[int]) -> dict[int, StoredChunk]:
         ids = list(dict.fromkeys(int(i) for i in chunk_ids))
@@ -189,6 +196,11 @@ class Store:
             "WHERE c.doc_id = ? AND c.ordinal BETWEEN ? AND ? ORDER BY c.ordinal",
             (doc_id, ordinal - 1, ordinal + 1))
         return [StoredChunk(*row) for row in rows]
+
+    def text_span(self, doc_id: str, start: int, end: int) -> str:
+        row = self._db.execute("SELECT substr(text, ?, ?) FROM documents WHERE doc_id = ?",
+                               (start + 1, end - start, doc_id)).fetchone()
+        return row[0] if row else ""
 
     def document(self, doc_id: str) -> Document | None:
         row = self._db.execute(

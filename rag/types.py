@@ -54,6 +54,7 @@ class Passage:
     score: float
     dense_score: float | None = None
     bm25_score: float | None = None
+    coverage: float | None = None  # share of the question's lexical weight found in the passage
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
