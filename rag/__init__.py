@@ -7,13 +7,14 @@
         print(p.score, p.title, p.text)
 """
 
-from .api import Index, open, search, update
+from .api import Index, ask, open, search, stream, update
 from .config import Settings
 from .errors import ConfigError, DocumentError, IndexNotFoundError, LLMError, ModelError, RagError, StoreError
 from .types import Answer, Chunk, Citation, Counts, Document, Passage, UpdateReport
+from .uploads import Rejected, UploadResult
 
 __all__ = [
     "Answer", "Chunk", "Citation", "ConfigError", "Counts", "Document", "DocumentError", "Index",
-    "IndexNotFoundError", "LLMError", "ModelError", "Passage", "RagError", "Settings",
-    "StoreError", "UpdateReport", "open", "search", "update",
+    "IndexNotFoundError", "LLMError", "ModelError", "Passage", "RagError", "Rejected", "Settings",
+    "StoreError", "UpdateReport", "UploadResult", "ask", "open", "search", "stream", "update",
 ]

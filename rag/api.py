@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +14,8 @@ from .errors import ConfigError
 from .indexing import update_index
 from .retrieval import MODES, Retriever
 from .store import Store, current_generation
-from .types import Passage, UpdateReport
+from .types import Answer, Passage, UpdateReport
+from .uploads import UploadResult, add_uploads
 
 
 class Index:
@@ -63,11 +65,80 @@ class Index:
         return update_index(self.settings, paths, embedder=self.embedder, full=full,
                             progress=progress, notify=notify)
 
+    def sources(self) -> list[str]:
+        """The folders/files the index was last built from."""
+        return list(self.store.manifest.sources) if self.exists() else []
+
+    def document_sources(self) -> dict[str, str]:
+        """doc_id → source path of every indexed document."""
+        return self.store.document_sources()
+
+    def add_uploads(self, files: Sequence[tuple[str, str | Path]],
+                    notify: Callable[[str], None] | None = None) -> UploadResult:
+        """Check uploaded files ((name, path) pairs), keep the good ones in the uploads folder
+        and index them; the others come back with the reason they were refused."""
+        return add_uploads(self, files, max_bytes=int(self.settings.max_upload_mb * 1e6), notify=notify)
+
     def search(self, query: str, k: int | None = None, mode: str | None = None) -> list[Passage]:
         mode = mode or self.settings.search_mode
         if mode not in MODES:
             raise ConfigError(f"unknown search mode {mode!r}: use one of {', '.join(MODES)}")
         return Retriever(self.store, self.embedder).search(query, k or self.settings.k, mode)
+
+    def stream(self, question: str, history: Sequence[dict[str, str]] | None = None, *,
+               k: int | None = None, model: str | None = None,
+               llm_options: dict[str, Any] | None = None) -> Iterator[str | Answer]:
+        """Yield the answer's text as it is produced, then the final verified `Answer`.
+
+        model: a litellm model string, "extractive" for the offline answerer, or None for the
+        settings' llm_model (offline extractive when unset). history: earlier turns as
+        {"role": "user" | "assistant", "content": …} dicts. llm_options go to litellm as is."""
+        from .answer import stream_answer
+        from .llm import LLM
+
+        chosen = self.settings.llm_model if model is None else model
+        llm = None
+        if chosen and chosen != "extractive":
+            llm = LLM(chosen, api_base=self.settings.llm_api_base, timeout=self.settings.llm_timeout,
+                      options=dict(llm_options or {}))
+        threshold = self.settings.refusal_threshold
+        yield from stream_answer(
+            question, retriever=Retriever(self.store, self.embedder), k=k or self.settings.k, llm=llm,
+            history=history, context_tokens=self.settings.llm_context_tokens,
+            **({"refusal_threshold": threshold} if threshold is not None else {}))
+
+    def ask(self, question: str, history: Sequence[dict[str, str]] | None = None, *,
+            k: int | None = None, model: str | None = None,
+            llm_options: dict[str, Any] | None = None) -> Answer:
+        """Answer a question with verified citations (see `stream`)."""
+        final = None
+        for item in self.stream(question, history, k=k, model=model, llm_options=llm_options):
+            if isinstance(item, Answer):
+                final = item
+        assert final is not None
+        return final
+
+    async def astream(self, question: str, history: Sequence[dict[str, str]] | None = None,
+                      **options: Any) -> AsyncIterator[str | Answer]:
+        """`stream` for event loops: the work runs in a thread, items arrive as they come."""
+        loop = asyncio.get_running_loop()
+        queue: asyncio.Queue = asyncio.Queue()
+        done = object()
+
+        def produce() -> None:
+            try:
+                for item in self.stream(question, history, **options):
+                    loop.call_soon_threadsafe(queue.put_nowait, item)
+            except BaseException as exc:  # handed to the consumer, raised there
+                loop.call_soon_threadsafe(queue.put_nowait, exc)
+            loop.call_soon_threadsafe(queue.put_nowait, done)
+
+        worker = loop.run_in_executor(None, produce)
+        while (item := await queue.get()) is not done:
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+        await worker
 
     def close(self) -> None:
         with self._lock:
@@ -111,3 +182,18 @@ def update(paths: Sequence[str | Path] | None = None, index_dir: str | Path | No
 def search(query: str, k: int | None = None, index_dir: str | Path | None = None,
            settings: Settings | None = None, mode: str | None = None) -> list[Passage]:
     return _shared_index(index_dir, settings).search(query, k=k, mode=mode)
+
+
+def ask(question: str, history: Sequence[dict[str, str]] | None = None, *, k: int | None = None,
+        model: str | None = None, index_dir: str | Path | None = None,
+        settings: Settings | None = None, llm_options: dict[str, Any] | None = None) -> Answer:
+    return _shared_index(index_dir, settings).ask(question, history, k=k, model=model,
+                                                  llm_options=llm_options)
+
+
+def stream(question: str, history: Sequence[dict[str, str]] | None = None, *, k: int | None = None,
+           model: str | None = None, index_dir: str | Path | None = None,
+           settings: Settings | None = None, llm_options: dict[str, Any] | None = None
+           ) -> Iterator[str | Answer]:
+    return _shared_index(index_dir, settings).stream(question, history, k=k, model=model,
+                                                     llm_options=llm_options)

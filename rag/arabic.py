@@ -48,6 +48,44 @@ def normalize(text: str) -> str:
     return text.translate(_CHAR_MAP).casefold()
 
 
+def fold(text: str) -> tuple[str, list[int]]:
+    """`normalize` for matching quotes, one character at a time, keeping where each folded
+    character came from: positions[i] is the index in `text` of folded[i]. Whitespace runs
+    become one space; diacritics, tatweel and invisible marks disappear."""
+    out: list[str] = []
+    positions: list[int] = []
+    for index, char in enumerate(text):
+        if _DIACRITICS.match(char) or char in "\u0640\u200b\u200c\u200d\u200e\u200f\u061c":
+            continue
+        if char.isspace():
+            if out and out[-1] == " ":
+                continue
+            char = " "
+        else:
+            char = char.translate(_CHAR_MAP).lower()
+            if len(char) != 1:
+                char = char[:1] or " "
+        out.append(char)
+        positions.append(index)
+    return "".join(out), positions
+
+
+def find_folded(haystack: str, needle: str, start: int = 0, end: int | None = None) -> tuple[int, int] | None:
+    """[start, end) of `needle` in `haystack[start:end]`, comparing folded forms."""
+    end = len(haystack) if end is None else end
+    folded_hay, positions = fold(haystack[start:end])
+    folded_needle = fold(needle)[0].strip()
+    if not folded_needle:
+        return None
+    at = folded_hay.find(folded_needle)
+    if at < 0:
+        return None
+    last = start + positions[at + len(folded_needle) - 1] + 1
+    while last < end and _DIACRITICS.match(haystack[last]):  # keep the last letter's marks
+        last += 1
+    return start + positions[at], last
+
+
 @lru_cache(maxsize=1)
 def stopwords() -> frozenset[str]:
     return frozenset(normalize(w) for w in _STOPWORDS_RAW.split())

@@ -56,7 +56,8 @@ def chunk_document(doc: Document, max_tokens: int, overlap_sentences: int) -> li
             last += 1
         start, end = units[first][0], units[last - 1][1]
         chunks.append(Chunk(doc_id=doc.doc_id, ordinal=len(chunks), start=start, end=end,
-                            text=text[start:end], n_tokens=count_tokens(text[start:end])))
+                            text=text[start:end], n_tokens=count_tokens(text[start:end]),
+                            sentences=tuple(units[first:last])))
         if last >= len(units):
             break
         first = max(last - overlap_sentences, first + 1)

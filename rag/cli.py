@@ -41,6 +41,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--mode", choices=["hybrid", "dense", "bm25"], default=None)
     _common(p)
 
+    p = sub.add_parser("ask", help="answer a question with verified quotes from the articles")
+    p.add_argument("question", metavar="QUESTION")
+    p.add_argument("--model", default=None,
+                   help="litellm model string, or 'extractive' (default: settings' llm_model, else extractive)")
+    p.add_argument("--k", type=int, default=None, help="passages to retrieve (default 5)")
+    _common(p)
+
     p = sub.add_parser("eval", help="measure retrieval on a SQuAD-format or JSONL question set")
     p.add_argument("dataset", metavar="DATASET", type=Path,
                    help="SQuAD-format JSON (XQuAD, ARCD) or JSONL questions (like seeds_qa_dev.jsonl)")
@@ -49,6 +56,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "a JSONL set asks about")
     p.add_argument("--k", type=int, default=10)
     p.add_argument("--mode", choices=["hybrid", "dense", "bm25"], default=None)
+    p.add_argument("--answers", action="store_true",
+                   help="also run the answerer (always on for JSONL sets): quotes, refusals")
+    p.add_argument("--model", default=None, help="answer with this LLM instead of the extractive answerer")
+    p.add_argument("--limit", type=int, default=None, help="answer metrics on the first N questions only")
     _common(p)
 
     p = sub.add_parser("info", help="show what an index holds")
@@ -120,12 +131,37 @@ def _format_passage(rank: int, p: Passage) -> str:
     return f"{rank}. [{p.score:.3f}] {p.title}  ({p.doc_id} {p.start}–{p.end})\n   {text}\n"
 
 
+def cmd_ask(args: argparse.Namespace, settings: Settings) -> int:
+    index = Index(settings)
+    if args.json:
+        _print_json(index.ask(args.question, k=args.k, model=args.model).to_dict())
+        return 0
+    answer = None
+    for item in index.stream(args.question, k=args.k, model=args.model):
+        if isinstance(item, str):
+            print(item, end="", flush=True)
+        else:
+            answer = item
+    print()
+    if answer.mode == "llm" and answer.answer:
+        print("\n" + answer.answer)  # the verified text (quotes checked, bad markers removed)
+    if answer.notice:
+        print(f"\nnote: {answer.notice}", file=sys.stderr)
+    if answer.citations:
+        print("\nSources:")
+        for c in answer.citations:
+            print(f"[{c.n}] {c.title} ({c.doc_id}, characters {c.start}–{c.end})\n    «{c.quote}»")
+    return 0
+
+
 def cmd_eval(args: argparse.Namespace, settings: Settings) -> int:
-    from .evaluation import evaluate, load_dataset, prepare_index
+    from .evaluation import answer_metrics, evaluate, load_dataset, prepare_index
 
     dataset = load_dataset(args.dataset, args.corpus)
     index = prepare_index(dataset, settings, notify=_say)
     result = evaluate(dataset, index, k=args.k, mode=args.mode)
+    if args.answers or dataset.documents is None:
+        result["answers"] = answer_metrics(dataset, index, model=args.model, limit=args.limit)
     if args.json:
         _print_json(result)
         return 0
@@ -140,6 +176,8 @@ def cmd_eval(args: argparse.Namespace, settings: Settings) -> int:
     print(f"latency p50 {result['p50_ms']} ms, p95 {result['p95_ms']} ms")
     if "n_unanswerable" in result:
         print(f"unanswerable questions (not in the retrieval metrics): {result['n_unanswerable']}")
+    if "answers" in result:
+        print("answers: " + ", ".join(f"{key} {value}" for key, value in result["answers"].items()))
     return 0
 
 
@@ -158,7 +196,7 @@ def _print_json(data: Any) -> None:
     print(json.dumps(data, ensure_ascii=False, indent=2, default=str))
 
 
-COMMANDS = {"index": cmd_index, "search": cmd_search, "eval": cmd_eval, "info": cmd_info}
+COMMANDS = {"index": cmd_index, "search": cmd_search, "ask": cmd_ask, "eval": cmd_eval, "info": cmd_info}
 
 
 if __name__ == "__main__":

@@ -19,7 +19,7 @@ from typing import Any
 from .errors import ConfigError
 
 DEFAULT_EMBEDDING_MODEL = "multilingual-e5-small"
-INDEX_FORMAT_VERSION = 1
+INDEX_FORMAT_VERSION = 2
 ENV_PREFIX = "RAG_"
 
 
@@ -76,6 +76,7 @@ class Settings:
     llm_timeout: float = _setting(60.0, "Seconds before an LLM request is abandoned.")
     llm_context_tokens: int = _setting(
         6000, "Token budget (o200k_base) for the passages put into an LLM prompt.")
+    max_upload_mb: float = _setting(20.0, "Largest file accepted by the chat's upload, in MB.")
     refusal_threshold: float | None = _setting(
         None, "Relevance below which the answer is 'not in the sources'. "
         "Unset: the measured default for the retrieval mode.")

@@ -140,6 +140,37 @@ class Embedder:
     def embed_passages(self, texts: list[str], progress: bool = False) -> np.ndarray:
         return self._encode(texts, self.passage_prompt, progress)
 
+    def embed_passages_with_spans(self, texts: list[str], spans: list[list[tuple[int, int]]],
+                                  progress: bool = False) -> tuple[np.ndarray, list[np.ndarray]]:
+        """Passage vectors plus one vector per character span of each text, from the same
+        forward pass ("late chunking"): the mean of the contextual token embeddings whose
+        characters fall in the span, L2-normalized. Spans are offsets into `texts[i]`; a span
+        cut off by truncation gets its passage's vector."""
+        if not texts:
+            return np.zeros((0, self.dimension), dtype=np.float32), []
+        prompt = self.passage_prompt
+        outputs = self.model.encode(texts, prompt=prompt, batch_size=self.settings.embedding_batch_size,
+                                    output_value=None, show_progress_bar=progress)
+        vectors = np.vstack([o["sentence_embedding"].float().cpu().numpy() for o in outputs])
+        vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+        encoded = self.model.tokenizer([prompt + t for t in texts], return_offsets_mapping=True,
+                                       truncation=True, max_length=self.max_tokens)
+        span_vectors = []
+        for i, output in enumerate(outputs):
+            offsets = np.asarray(encoded["offset_mapping"][i], dtype=np.int64).reshape(-1, 2)
+            tokens = output["token_embeddings"][: len(offsets)].float().cpu().numpy()
+            real = offsets[:, 1] > offsets[:, 0]
+            rows = []
+            for start, end in spans[i]:
+                start, end = start + len(prompt), end + len(prompt)
+                inside = real & (offsets[:, 0] < end) & (offsets[:, 1] > start)
+                rows.append(tokens[inside].mean(axis=0) if inside.any() else vectors[i])
+            block = np.asarray(rows, dtype=np.float32).reshape(-1, self.dimension)
+            if len(block):
+                block /= np.linalg.norm(block, axis=1, keepdims=True)
+            span_vectors.append(block)
+        return np.ascontiguousarray(vectors, dtype=np.float32), span_vectors
+
     def embed_queries(self, texts: list[str]) -> np.ndarray:
         return self._encode(texts, self.query_prompt, False)
 

@@ -29,3 +29,8 @@ class StoreError(RagError):
 
 class LLMError(RagError):
     """The configured LLM provider failed (no key, unreachable, rate limited, bad model)."""
+
+    def __init__(self, message: str, model: str = "", reason: str = "") -> None:
+        super().__init__(message)
+        self.model = model
+        self.reason = reason or message

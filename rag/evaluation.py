@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from .api import Index
-from .arabic import has_arabic
+from .arabic import find_folded, has_arabic
 from .config import Settings
 from .errors import ConfigError
 
@@ -159,6 +159,51 @@ def retrieval_metrics(ranks: list[int | None], latencies_ms: list[float] | None 
         out["p50_ms"] = round(statistics.median(ordered), 1)
         out["p95_ms"] = round(ordered[max(0, int(round(0.95 * len(ordered))) - 1)], 1)
     return out
+
+
+def answer_metrics(dataset: Dataset, index: Index, *, model: str | None = None,
+                   limit: int | None = None) -> dict[str, Any]:
+    """Run the answerer on every question: is a gold answer inside a cited quote, are the
+    refusals right, and is every quote verbatim at its offsets in the stored document."""
+    questions = dataset.questions[:limit] if limit else dataset.questions
+    answered_with_gold = answerable = refused_right = refused_wrong = unanswerable = 0
+    quotes = verified = 0
+    latencies = []
+    store = index.store
+    documents: dict[str, str] = {}
+    for q in questions:
+        began = time.perf_counter()
+        answer = index.ask(q.question, model=model)
+        latencies.append((time.perf_counter() - began) * 1000)
+        for c in answer.citations:
+            quotes += 1
+            if c.doc_id not in documents:
+                documents[c.doc_id] = store.document(c.doc_id).text
+            verified += documents[c.doc_id][c.start:c.end] == c.quote
+        if q.answerable:
+            answerable += 1
+            refused_wrong += answer.refused
+            answered_with_gold += any(_contains(c.quote, a) for c in answer.citations for a in q.answers)
+        else:
+            unanswerable += 1
+            refused_right += answer.refused
+    refused = refused_right + refused_wrong
+    ordered = sorted(latencies)
+    return {
+        "answer_in_cited_quote": round(answered_with_gold / answerable, 4) if answerable else None,
+        "false_refusals": refused_wrong,
+        "refusal_precision": round(refused_right / refused, 4) if refused else None,
+        "refusal_recall": round(refused_right / unanswerable, 4) if unanswerable else None,
+        "verified_quotes": round(verified / quotes, 4) if quotes else None,
+        "n_quotes": quotes,
+        "answer_p50_ms": round(statistics.median(ordered), 1) if ordered else None,
+        "answer_p95_ms": round(ordered[max(0, int(round(0.95 * len(ordered))) - 1)], 1) if ordered else None,
+    }
+
+
+def _contains(quote: str, gold: str) -> bool:
+    gold = gold.strip(" .،,؛:;\"'«»“”()")
+    return bool(gold) and find_folded(quote, gold) is not None
 
 
 def evaluate(dataset: Dataset, index: Index, *, k: int = 10, mode: str | None = None) -> dict[str, Any]:

@@ -18,8 +18,8 @@ from .chunking import chunk_document, embedding_text
 from .config import Settings
 from .documents import load_paths
 from .embeddings import Embedder
-from .errors import DocumentError
-from .store import GenerationWriter, current_generation, read_manifest, stored_document_hashes, writer_lock
+from .errors import DocumentError, StoreError
+from .store import GenerationWriter, Manifest, current_generation, read_manifest, stored_document_hashes, writer_lock
 from .types import Chunk, Counts, Document, UpdateReport
 
 
@@ -39,8 +39,9 @@ def update_index(settings: Settings, paths: Sequence[str | Path] | None = None, 
 
     with writer_lock(index_dir, on_wait=lambda: notify(
             f"waiting for another indexing run on {index_dir} to finish …")):
-        base = current_generation(index_dir)
-        manifest = read_manifest(base) if base is not None else None
+        base, manifest, unreadable = _current_state(index_dir)
+        if unreadable:
+            notify(f"{unreadable}; rebuilding the whole index")
         if paths:
             sources = [str(Path(p).expanduser().resolve()) for p in paths]
         elif manifest is not None:
@@ -59,7 +60,7 @@ def update_index(settings: Settings, paths: Sequence[str | Path] | None = None, 
         fingerprint = settings.fingerprint()
         reason = None
         if manifest is None:
-            reason = "new index"
+            reason = unreadable or "new index"
         elif full:
             reason = "full rebuild requested"
         elif manifest.fingerprint != fingerprint:
@@ -77,16 +78,22 @@ def update_index(settings: Settings, paths: Sequence[str | Path] | None = None, 
         to_embed = added + changed
         chunks = {doc.doc_id: chunk_document(doc, settings.chunk_tokens,
                                              settings.chunk_overlap_sentences) for doc in to_embed}
-        texts = [embedding_text(doc.title, c.text, settings.title_in_passage)
-                 for doc in to_embed for c in chunks[doc.doc_id]]
+        texts, spans = [], []
+        for doc in to_embed:
+            for chunk in chunks[doc.doc_id]:
+                text = embedding_text(doc.title, chunk.text, settings.title_in_passage)
+                shift = len(text) - len(chunk.text) - chunk.start  # chunk text ends the input
+                texts.append(text)
+                spans.append([(start + shift, end + shift) for start, end in chunk.sentences])
 
         nothing_to_do = not (rebuild or added or changed or removed) and manifest.sources == sources
         if not nothing_to_do:
-            vectors = embedder.embed_passages(texts, progress=progress and len(texts) > 0)
+            vectors, sentence_vectors = embedder.embed_passages_with_spans(
+                texts, spans, progress=progress and len(texts) > 0)
             writer = GenerationWriter(index_dir, None if rebuild else base, embedder.dimension)
             try:
                 writer.remove_documents(removed + [d.doc_id for d in changed])
-                _add_all(writer, to_embed, chunks, vectors)
+                _add_all(writer, to_embed, chunks, vectors, sentence_vectors)
                 writer.publish({
                     "fingerprint": fingerprint,
                     "settings": settings.index_params(),
@@ -110,12 +117,23 @@ def update_index(settings: Settings, paths: Sequence[str | Path] | None = None, 
         embedded_chunks=len(texts))
 
 
+def _current_state(index_dir: Path) -> tuple[Path | None, Manifest | None, str | None]:
+    """The published generation and its manifest; an index this version cannot read (older
+    format, damaged) is reported so that it is rebuilt rather than blocking indexing."""
+    try:
+        base = current_generation(index_dir)
+        return base, (read_manifest(base) if base is not None else None), None
+    except StoreError as exc:
+        return None, None, f"the existing index cannot be updated in place ({exc})"
+
+
 def _add_all(writer: GenerationWriter, docs: list[Document], chunks: dict[str, list[Chunk]],
-             vectors: np.ndarray) -> None:
+             vectors: np.ndarray, sentence_vectors: list[np.ndarray]) -> None:
     offset = 0
     for doc in docs:
         n = len(chunks[doc.doc_id])
-        writer.add_document(doc, chunks[doc.doc_id], vectors[offset:offset + n])
+        writer.add_document(doc, chunks[doc.doc_id], vectors[offset:offset + n],
+                            sentence_vectors[offset:offset + n])
         offset += n
 
 

@@ -17,7 +17,9 @@ refuse when the evidence is weak.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+
+import numpy as np
 
 from .arabic import has_arabic, lexical_tokens
 from .embeddings import Embedder
@@ -44,6 +46,8 @@ CALIBRATION_DENSE_ONLY = (115.65, -7.36, -88.75)  # cosine, same script, bias
 class Retrieval:
     passages: list[Passage]
     query_coverage: float  # share of the question's lexical weight that occurs in the corpus
+    query_vector: np.ndarray | None = None
+    idf: dict[str, float] = field(default_factory=dict)  # the question's lexical tokens
 
 
 @dataclass
@@ -90,7 +94,8 @@ class Retriever:
             (_Candidate(rows[i], fused[i], cosines[i], bm25.get(i)) for i in candidate_ids),
             key=lambda c: -c.fused)
         selected = self._select(candidates, k)
-        return Retrieval([self._passage(query, group, idf, coverage) for group in selected], coverage)
+        passages = [self._passage(query, group, idf, coverage) for group in selected]
+        return Retrieval(passages, coverage, query_vector, idf)
 
     # ------------------------------------------------------------------ scoring
 

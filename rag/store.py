@@ -63,7 +63,15 @@ CREATE TABLE IF NOT EXISTS chunks (
     n_tokens INTEGER NOT NULL
 );
 CREATE INDEX IF NOT EXISTS chunks_by_doc ON chunks(doc_id, ordinal);
+CREATE TABLE IF NOT EXISTS sentences (
+    chunk_id INTEGER NOT NULL REFERENCES chunks(chunk_id) ON DELETE CASCADE,
+    start INTEGER NOT NULL,
+    "end" INTEGER NOT NULL,
+    vector BLOB NOT NULL
+);
+CREATE INDEX IF NOT EXISTS sentences_by_chunk ON sentences(chunk_id);
 """
+SENTENCE_DTYPE = np.float16  # sentence vectors only rank sentences inside retrieved passages
 
 
 @dataclass(frozen=True)
@@ -197,6 +205,18 @@ class Store:
             (doc_id, ordinal - 1, ordinal + 1))
         return [StoredChunk(*row) for row in rows]
 
+    def sentences_in(self, doc_id: str, start: int, end: int) -> list[tuple[int, int, np.ndarray]]:
+        """(start, end, vector) of the stored sentences of a document inside [start, end), in
+        document order; a sentence stored twice (chunk overlap) is listed once."""
+        rows = self._db.execute(
+            'SELECT s.start, s."end", s.vector FROM sentences s JOIN chunks c USING (chunk_id) '
+            'WHERE c.doc_id = ? AND s.start >= ? AND s."end" <= ? ORDER BY s.start, c.chunk_id',
+            (doc_id, start, end))
+        seen: dict[tuple[int, int], np.ndarray] = {}
+        for s_start, s_end, blob in rows:
+            seen.setdefault((s_start, s_end), np.frombuffer(blob, dtype=SENTENCE_DTYPE).astype(np.float32))
+        return [(s, e, v) for (s, e), v in seen.items()]
+
     def text_span(self, doc_id: str, start: int, end: int) -> str:
         row = self._db.execute("SELECT substr(text, ?, ?) FROM documents WHERE doc_id = ?",
                                (start + 1, end - start, doc_id)).fetchone()
@@ -207,6 +227,9 @@ class Store:
             "SELECT doc_id, title, text, sha256, source_path, url, date FROM documents "
             "WHERE doc_id = ?", (doc_id,)).fetchone()
         return Document(*row) if row else None
+
+    def document_sources(self) -> dict[str, str]:
+        return dict(self._db.execute("SELECT doc_id, source_path FROM documents"))
 
     def document_ids(self) -> list[str]:
         return [r[0] for r in self._db.execute("SELECT doc_id FROM documents ORDER BY doc_id")]
@@ -300,20 +323,25 @@ class GenerationWriter:
             self.vectors.remove_ids(np.asarray(chunk_ids, dtype=np.int64))
         return len(chunk_ids)
 
-    def add_document(self, doc: Document, chunks: Sequence[Chunk], vectors: np.ndarray) -> None:
-        if len(chunks) != len(vectors):
+    def add_document(self, doc: Document, chunks: Sequence[Chunk], vectors: np.ndarray,
+                     sentence_vectors: Sequence[np.ndarray]) -> None:
+        if not (len(chunks) == len(vectors) == len(sentence_vectors)):
             raise StoreError(f"{doc.doc_id}: {len(chunks)} chunks but {len(vectors)} vectors")
         self.db.execute(
             "INSERT INTO documents (doc_id, title, text, sha256, source_path, url, date) "
             "VALUES (?, ?, ?, ?, ?, ?, ?)",
             (doc.doc_id, doc.title, doc.text, doc.sha256, doc.source_path, doc.url, doc.date))
         ids = []
-        for chunk in chunks:
+        for chunk, sentence_block in zip(chunks, sentence_vectors):
             cursor = self.db.execute(
                 'INSERT INTO chunks (doc_id, ordinal, start, "end", text, n_tokens) '
                 "VALUES (?, ?, ?, ?, ?, ?)",
                 (doc.doc_id, chunk.ordinal, chunk.start, chunk.end, chunk.text, chunk.n_tokens))
             ids.append(cursor.lastrowid)
+            self.db.executemany(
+                'INSERT INTO sentences (chunk_id, start, "end", vector) VALUES (?, ?, ?, ?)',
+                [(cursor.lastrowid, start, end, vector.astype(SENTENCE_DTYPE).tobytes())
+                 for (start, end), vector in zip(chunk.sentences, sentence_block)])
         if ids:
             self.vectors.add_with_ids(np.asarray(vectors, dtype=np.float32),
                                       np.asarray(ids, dtype=np.int64))

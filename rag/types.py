@@ -26,6 +26,7 @@ class Chunk:
     end: int
     text: str
     n_tokens: int
+    sentences: tuple[tuple[int, int], ...] = ()  # [start, end) in document coordinates
 
 
 @dataclass(frozen=True)

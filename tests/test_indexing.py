@@ -178,11 +178,11 @@ def test_killed_while_embedding_leaves_previous_index_usable(settings, embedder,
     marker = tmp_path / "embedding-started"
     proc = _spawn_index(settings, many, extra_code=textwrap.dedent(f"""
         import pathlib, rag.embeddings as e
-        _orig = e.Embedder.embed_passages
-        def spy(self, texts, progress=False):
+        _orig = e.Embedder.embed_passages_with_spans
+        def spy(self, texts, spans, progress=False):
             pathlib.Path({str(marker)!r}).touch()
-            return _orig(self, texts, progress)
-        e.Embedder.embed_passages = spy
+            return _orig(self, texts, spans, progress)
+        e.Embedder.embed_passages_with_spans = spy
     """))
     assert _wait_for(marker.exists), proc.communicate()
     time.sleep(1.0)
