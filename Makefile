@@ -1,5 +1,5 @@
 # Two commands do all set-up on a fresh machine:
-#   make chat   create .venv, install, provision the model, index seeds/, open the chat
+#   make chat   create .venv, install, provision the model, index seeds/, start the chat
 #   make test   create .venv, install (with test tools and Chromium), run the whole test suite
 
 PYTHON ?= python3
@@ -10,11 +10,17 @@ PORT ?= 8000
 
 .PHONY: chat test install install-test browser index lint bench clean
 
-chat: $(STAMP)
+chat: $(STAMP) chat_app/.offline-ui/index.html
 	$(BIN)/rag index seeds
-	$(BIN)/rag search "ماذا قال ماسك عن الحرب الأهلية؟" --k 3
+	@echo "Sanad chat: http://127.0.0.1:$(PORT)  (Ctrl-C to stop)"
+	CHAINLIT_APP_ROOT=chat_app RAG_CHAT_SOURCES=seeds $(BIN)/chainlit run chat_app/app.py \
+		--host 127.0.0.1 --port $(PORT)
 
-test: $(STAMP).test browser
+# Chainlit's page without its Google Fonts / KaTeX CDN links (nothing leaves the machine).
+chat_app/.offline-ui/index.html: $(STAMP)
+	CHAINLIT_APP_ROOT=chat_app $(BIN)/python chat_app/offline_ui.py
+
+test: $(STAMP).test browser chat_app/.offline-ui/index.html
 	$(BIN)/python -m pytest
 
 install: $(STAMP)

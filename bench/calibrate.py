@@ -5,9 +5,9 @@ Examples (the top hybrid passage of each question):
   negative  the corpus does not contain the answer: questions of one dataset asked of another
             corpus (XQuAD ↔ ARCD ↔ seeds), in Arabic and, for the cross-lingual branch, English
             (tests/data/eval/xquad_en_questions.jsonl: 48 XQuAD questions in English)
-Features: cosine and passage lexical coverage when the question has lexical evidence in the
-corpus (query coverage ≥ 0.5); otherwise the cosine and whether question and passage share a
-script (cross-lingual cosines run lower). Logistic regression by Newton's
+Features: the cosine and its margin over the question's typical cosine, plus the passage's
+lexical coverage when the question has lexical evidence in the corpus (query coverage ≥ 0.5),
+else whether question and passage share a script (cross-lingual cosines run lower). Logistic regression by Newton's
 method; the printed weights go into CALIBRATION_* in rag/retrieval.py.
 
     .venv/bin/python bench/calibrate.py
@@ -27,7 +27,7 @@ sys.path.insert(0, str(ROOT))
 from rag.arabic import has_arabic  # noqa: E402
 from rag.config import Settings  # noqa: E402
 from rag.evaluation import load_dataset, prepare_index  # noqa: E402
-from rag.retrieval import Retriever  # noqa: E402
+from rag.retrieval import LEXICAL_EVIDENCE, Retriever  # noqa: E402
 
 EVAL = ROOT / "tests" / "data" / "eval"
 
@@ -82,16 +82,17 @@ def main() -> None:
         if gold is not None and top.doc_id != gold:
             continue  # a retrieval miss: neither a clean positive nor a negative
         label = 1.0 if gold is not None else 0.0
-        if result.query_coverage >= 0.5:
-            lexical.append((top.dense_score, top.coverage, label))
+        margin = top.dense_score - result.baseline
+        if result.query_coverage >= LEXICAL_EVIDENCE:
+            lexical.append((top.dense_score, margin, top.coverage, label))
         else:
             same_script = float(has_arabic(question) == has_arabic(top.text))
-            dense_only.append((top.dense_score, same_script, label))
+            dense_only.append((top.dense_score, margin, same_script, label))
 
     lexical_arr = np.array(lexical)
     dense_arr = np.array(dense_only)
-    w_lex = fit_logistic(lexical_arr[:, :2], lexical_arr[:, 2])
-    w_dense = fit_logistic(dense_arr[:, :2], dense_arr[:, 2])
+    w_lex = fit_logistic(lexical_arr[:, :3], lexical_arr[:, 3])
+    w_dense = fit_logistic(dense_arr[:, :3], dense_arr[:, 3])
 
     def report(probabilities: np.ndarray, labels: np.ndarray) -> dict:
         out = {}
@@ -102,17 +103,17 @@ def main() -> None:
                 "unanswerable_refused": round(float((~keep)[labels == 0].mean()), 3)}
         return out
 
-    p_lex = 1 / (1 + np.exp(-(lexical_arr[:, :2] @ w_lex[:2] + w_lex[2])))
-    p_dense = 1 / (1 + np.exp(-(dense_arr[:, :2] @ w_dense[:2] + w_dense[2])))
+    p_lex = 1 / (1 + np.exp(-(lexical_arr[:, :3] @ w_lex[:3] + w_lex[3])))
+    p_dense = 1 / (1 + np.exp(-(dense_arr[:, :3] @ w_dense[:3] + w_dense[3])))
     print(json.dumps({
-        "lexical_branch": {"n_positive": int(lexical_arr[:, 2].sum()),
-                           "n_negative": int((1 - lexical_arr[:, 2]).sum()),
-                           "weights_cosine_coverage_bias": [round(float(v), 2) for v in w_lex],
-                           "thresholds": report(p_lex, lexical_arr[:, 2])},
-        "dense_only_branch": {"n_positive": int(dense_arr[:, 2].sum()),
-                              "n_negative": int((1 - dense_arr[:, 2]).sum()),
-                              "weights_cosine_same_script_bias": [round(float(v), 2) for v in w_dense],
-                              "thresholds": report(p_dense, dense_arr[:, 2])},
+        "lexical_branch": {"n_positive": int(lexical_arr[:, 3].sum()),
+                           "n_negative": int((1 - lexical_arr[:, 3]).sum()),
+                           "weights_cosine_margin_coverage_bias": [round(float(v), 2) for v in w_lex],
+                           "thresholds": report(p_lex, lexical_arr[:, 3])},
+        "dense_only_branch": {"n_positive": int(dense_arr[:, 3].sum()),
+                              "n_negative": int((1 - dense_arr[:, 3]).sum()),
+                              "weights_cosine_margin_same_script_bias": [round(float(v), 2) for v in w_dense],
+                              "thresholds": report(p_dense, dense_arr[:, 3])},
     }, indent=2))
 
 

@@ -10,11 +10,11 @@
 from .api import Index, ask, open, search, stream, update
 from .config import Settings
 from .errors import ConfigError, DocumentError, IndexNotFoundError, LLMError, ModelError, RagError, StoreError
-from .types import Answer, Chunk, Citation, Counts, Document, Passage, UpdateReport
+from .types import Answer, Chunk, Citation, Counts, Document, Passage, SourceView, UpdateReport
 from .uploads import Rejected, UploadResult
 
 __all__ = [
     "Answer", "Chunk", "Citation", "ConfigError", "Counts", "Document", "DocumentError", "Index",
-    "IndexNotFoundError", "LLMError", "ModelError", "Passage", "RagError", "Rejected", "Settings",
+    "IndexNotFoundError", "LLMError", "ModelError", "Passage", "RagError", "Rejected", "Settings", "SourceView",
     "StoreError", "UpdateReport", "UploadResult", "ask", "open", "search", "stream", "update",
 ]

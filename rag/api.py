@@ -60,9 +60,11 @@ class Index:
             "it with the current settings, or change the settings back")
 
     def update(self, paths: Sequence[str | Path] | None = None, *, full: bool = False,
-               progress: bool = False, notify: Callable[[str], None] | None = None) -> UpdateReport:
-        """Index new and changed documents under `paths` and drop removed ones."""
-        return update_index(self.settings, paths, embedder=self.embedder, full=full,
+               replace: bool = False, progress: bool = False,
+               notify: Callable[[str], None] | None = None) -> UpdateReport:
+        """Add `paths` to the index's sources (or make them the only ones with replace=True),
+        then index new and changed documents and drop the ones whose files are gone."""
+        return update_index(self.settings, paths, embedder=self.embedder, full=full, replace=replace,
                             progress=progress, notify=notify)
 
     def sources(self) -> list[str]:
@@ -175,8 +177,8 @@ def _shared_index(index_dir: str | Path | None, settings: Settings | None) -> In
 
 
 def update(paths: Sequence[str | Path] | None = None, index_dir: str | Path | None = None,
-           settings: Settings | None = None, *, full: bool = False) -> UpdateReport:
-    return _shared_index(index_dir, settings).update(paths, full=full)
+           settings: Settings | None = None, *, full: bool = False, replace: bool = False) -> UpdateReport:
+    return _shared_index(index_dir, settings).update(paths, full=full, replace=replace)
 
 
 def search(query: str, k: int | None = None, index_dir: str | Path | None = None,

@@ -31,7 +31,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("index", help="index new and changed documents, drop removed ones")
     p.add_argument("paths", nargs="*", metavar="PATH",
-                   help="folders or files (default: the ones this index was built from)")
+                   help="folders or files to add to the index's sources (which it remembers)")
+    p.add_argument("--replace", action="store_true",
+                   help="make PATHs the only sources: documents from other folders are removed")
     p.add_argument("--full", action="store_true", help="rebuild everything from scratch")
     _common(p)
 
@@ -90,7 +92,7 @@ def _say(message: str) -> None:
 
 
 def cmd_index(args: argparse.Namespace, settings: Settings) -> int:
-    report = Index(settings).update(args.paths or None, full=args.full,
+    report = Index(settings).update(args.paths or None, full=args.full, replace=args.replace,
                                     progress=_progress_wanted(args), notify=_say)
     if args.json:
         _print_json(report.to_dict())
@@ -136,15 +138,17 @@ def cmd_ask(args: argparse.Namespace, settings: Settings) -> int:
     if args.json:
         _print_json(index.ask(args.question, k=args.k, model=args.model).to_dict())
         return 0
-    answer = None
+    answer, streamed = None, []
     for item in index.stream(args.question, k=args.k, model=args.model):
         if isinstance(item, str):
+            streamed.append(item)
             print(item, end="", flush=True)
         else:
             answer = item
     print()
-    if answer.mode == "llm" and answer.answer:
-        print("\n" + answer.answer)  # the verified text (quotes checked, bad markers removed)
+    if answer.answer.strip() != "".join(streamed).strip():
+        # verification changed the generated text (quotes rewritten or removed, bad [n] dropped)
+        print("\nVerified answer:\n" + answer.answer)
     if answer.notice:
         print(f"\nnote: {answer.notice}", file=sys.stderr)
     if answer.citations:

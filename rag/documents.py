@@ -38,6 +38,7 @@ class Skipped:
 class LoadResult:
     documents: list[Document] = field(default_factory=list)
     skipped: list[Skipped] = field(default_factory=list)
+    per_root: dict[str, int] = field(default_factory=dict)  # documents found under each path given
 
     def notices(self) -> list[str]:
         """Human-readable lines: unsupported types grouped, other problems one per file."""
@@ -68,6 +69,7 @@ def load_paths(paths: Sequence[str | Path]) -> LoadResult:
             raise DocumentError(f"{root} does not exist: give a folder or file to index")
         files = [root] if root.is_file() else sorted(_walk(root))
         base = root.parent if root.is_file() else root
+        result.per_root.setdefault(str(raw), 0)
         for path in files:
             rel = path.relative_to(base).as_posix()
             for doc in _load_file(path, rel, result):
@@ -78,6 +80,7 @@ def load_paths(paths: Sequence[str | Path]) -> LoadResult:
                         "the records distinct `id` fields")
                 seen[doc.doc_id] = doc.source_path
                 result.documents.append(doc)
+                result.per_root[str(raw)] += 1
     return result
 
 

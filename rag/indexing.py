@@ -29,9 +29,13 @@ def lexical_tokens(title: str, text: str) -> list[str]:
 
 
 def update_index(settings: Settings, paths: Sequence[str | Path] | None = None, *,
-                 embedder: Embedder | None = None, full: bool = False, progress: bool = False,
-                 notify: Callable[[str], None] | None = None) -> UpdateReport:
-    """Index the documents under `paths` (or the folders the index was last built from)."""
+                 embedder: Embedder | None = None, full: bool = False, replace: bool = False,
+                 progress: bool = False, notify: Callable[[str], None] | None = None) -> UpdateReport:
+    """Bring the index up to date with its sources.
+
+    The index remembers the folders/files it was built from. `paths` are added to them (or, with
+    `replace=True`, become the only ones); every source is then read again: new and changed
+    documents are embedded, documents whose files are gone are removed."""
     began = time.perf_counter()
     notify = notify or (lambda message: None)
     index_dir = settings.resolved_index_dir
@@ -42,19 +46,24 @@ def update_index(settings: Settings, paths: Sequence[str | Path] | None = None, 
         base, manifest, unreadable = _current_state(index_dir)
         if unreadable:
             notify(f"{unreadable}; rebuilding the whole index")
-        if paths:
-            sources = [str(Path(p).expanduser().resolve()) for p in paths]
-        elif manifest is not None:
-            sources = manifest.sources
-        else:
+        given = [str(Path(p).expanduser().resolve()) for p in paths or []]
+        known = list(manifest.sources) if manifest is not None else []
+        sources = given if replace or not known else known + [p for p in given if p not in known]
+        if not sources:
             raise DocumentError("nothing to index: give a folder or files, e.g. `rag index seeds`")
+        for source in known:
+            if source in sources and not Path(source).exists():
+                raise DocumentError(
+                    f"{source}, a source of this index, no longer exists: restore it, or rebuild "
+                    "from the folders you still have with `rag index --replace PATH…`")
 
         loaded = load_paths(sources)
         for line in loaded.notices():
             notify(line)
-        if not loaded.documents:
+        empty = [p for p in given if not loaded.per_root.get(p)]
+        if empty:
             raise DocumentError(
-                f"no supported documents found in {', '.join(sources)}; the index was left "
+                f"no supported documents found in {', '.join(empty)}; the index was left "
                 "unchanged. Add .txt, .md, .html, .pdf or .jsonl files and run again")
 
         fingerprint = settings.fingerprint()

@@ -34,12 +34,15 @@ MAX_MERGED_CHUNKS = 3
 
 # Relevance calibration: class-balanced logistic regressions fitted by bench/calibrate.py on
 # XQuAD-ar, ARCD, the seeds and 48 English XQuAD questions (top passage of a corpus that holds
-# the answer vs. of corpora that do not). With lexical evidence (query coverage ≥ 0.5) the
-# features are the cosine and the passage's lexical coverage; without it (typically an English
-# question over Arabic text) the cosine and whether question and passage share a script.
+# the answer vs. of corpora that do not). Features: the cosine; how far it stands above the
+# question's typical cosine (the mean over its best BASELINE_DEPTH chunks): a passage that
+# answers stands out, an off-topic question scores everything alike; with lexical evidence
+# (query coverage ≥ 0.5) the passage's lexical coverage, without it (typically an English
+# question over Arabic text) whether question and passage share a script.
 LEXICAL_EVIDENCE = 0.5
-CALIBRATION_LEXICAL = (93.05, 7.77, -81.02)  # cosine, passage coverage, bias
-CALIBRATION_DENSE_ONLY = (115.65, -7.36, -88.75)  # cosine, same script, bias
+BASELINE_DEPTH = 50
+CALIBRATION_LEXICAL = (62.84, 48.89, 8.15, -58.1)  # cosine, margin, passage coverage, bias
+CALIBRATION_DENSE_ONLY = (93.87, 67.7, -5.84, -74.62)  # cosine, margin, same script, bias
 
 
 @dataclass(frozen=True)
@@ -48,6 +51,7 @@ class Retrieval:
     query_coverage: float  # share of the question's lexical weight that occurs in the corpus
     query_vector: np.ndarray | None = None
     idf: dict[str, float] = field(default_factory=dict)  # the question's lexical tokens
+    baseline: float = 0.0  # the question's typical cosine (mean over its best chunks)
 
 
 @dataclass
@@ -94,8 +98,10 @@ class Retriever:
             (_Candidate(rows[i], fused[i], cosines[i], bm25.get(i)) for i in candidate_ids),
             key=lambda c: -c.fused)
         selected = self._select(candidates, k)
-        passages = [self._passage(query, group, idf, coverage) for group in selected]
-        return Retrieval(passages, coverage, query_vector, idf)
+        typical = sorted(cosines.values(), reverse=True)[:BASELINE_DEPTH]
+        baseline = sum(typical) / len(typical) if typical else 0.0
+        passages = [self._passage(query, group, idf, coverage, baseline) for group in selected]
+        return Retrieval(passages, coverage, query_vector, idf, baseline)
 
     # ------------------------------------------------------------------ scoring
 
@@ -118,15 +124,15 @@ class Retriever:
                 for i in ids}
 
     @staticmethod
-    def relevance(cosine: float, passage_coverage: float, query_coverage: float,
+    def relevance(cosine: float, margin: float, passage_coverage: float, query_coverage: float,
                   same_script: bool) -> float:
         """Calibrated probability that a passage answers the query."""
         if query_coverage >= LEXICAL_EVIDENCE:
-            w_cos, w_cov, bias = CALIBRATION_LEXICAL
-            z = w_cos * cosine + w_cov * passage_coverage + bias
+            w_cos, w_margin, w_cov, bias = CALIBRATION_LEXICAL
+            z = w_cos * cosine + w_margin * margin + w_cov * passage_coverage + bias
         else:
-            w_cos, w_script, bias = CALIBRATION_DENSE_ONLY
-            z = w_cos * cosine + w_script * same_script + bias
+            w_cos, w_margin, w_script, bias = CALIBRATION_DENSE_ONLY
+            z = w_cos * cosine + w_margin * margin + w_script * same_script + bias
         return 1.0 / (1.0 + math.exp(-z))
 
     # ------------------------------------------------------------------ selection
@@ -152,7 +158,7 @@ class Retriever:
         return groups
 
     def _passage(self, query: str, group: list[_Candidate], idf: dict[str, float],
-                 query_coverage: float) -> Passage:
+                 query_coverage: float, baseline: float) -> Passage:
         lead = group[0]
         start = min(c.chunk.start for c in group)
         end = max(c.chunk.end for c in group)
@@ -164,7 +170,7 @@ class Retriever:
         bm25 = [c.bm25 for c in group if c.bm25 is not None]
         return Passage(chunk_id=lead.chunk.chunk_id, doc_id=lead.chunk.doc_id, title=lead.chunk.title,
                        text=text, start=start, end=end,
-                       score=round(self.relevance(cosine, passage_coverage, query_coverage,
+                       score=round(self.relevance(cosine, cosine - baseline, passage_coverage, query_coverage,
                                                   has_arabic(query) == has_arabic(text)), 4),
                        dense_score=round(cosine, 4), bm25_score=round(max(bm25), 4) if bm25 else None,
                        coverage=round(passage_coverage, 4))

@@ -197,14 +197,6 @@ class Store:
             f"FROM chunks c JOIN documents d USING (doc_id) WHERE c.chunk_id IN ({marks})", ids)
         return {row[0]: StoredChunk(*row) for row in rows}
 
-    def neighbours(self, doc_id: str, ordinal: int) -> list[StoredChunk]:
-        rows = self._db.execute(
-            'SELECT c.chunk_id, c.doc_id, d.title, c.ordinal, c.start, c."end", c.text '
-            "FROM chunks c JOIN documents d USING (doc_id) "
-            "WHERE c.doc_id = ? AND c.ordinal BETWEEN ? AND ? ORDER BY c.ordinal",
-            (doc_id, ordinal - 1, ordinal + 1))
-        return [StoredChunk(*row) for row in rows]
-
     def sentences_in(self, doc_id: str, start: int, end: int) -> list[tuple[int, int, np.ndarray]]:
         """(start, end, vector) of the stored sentences of a document inside [start, end), in
         document order; a sentence stored twice (chunk overlap) is listed once."""

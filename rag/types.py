@@ -75,6 +75,19 @@ class Citation:
 
 
 @dataclass(frozen=True)
+class SourceView:
+    """A passage as a reader should see it: text segments, the cited quotes marked."""
+
+    n: int
+    doc_id: str
+    title: str
+    start: int
+    end: int
+    segments: tuple[tuple[str, bool], ...]  # (text, is_cited_quote)
+    score: float
+
+
+@dataclass(frozen=True)
 class Answer:
     question: str
     answer: str
@@ -87,6 +100,21 @@ class Answer:
     notice: str | None = None
     unverified: bool = False
     timings_ms: dict[str, float] = field(default_factory=dict)
+
+    def sources(self) -> list[SourceView]:
+        """One view per cited passage (or, for a refusal, per closest passage), in [n] order,
+        with every cited quote marked inside the passage text."""
+        cited = sorted({c.n for c in self.citations}) or ([] if not self.refused else
+                                                           list(range(1, len(self.passages) + 1)))
+        views = []
+        for n in cited:
+            passage = self.passages[n - 1]
+            quotes = sorted((c.start, c.end) for c in self.citations if c.n == n)
+            views.append(SourceView(n=n, doc_id=passage.doc_id, title=passage.title, start=passage.start,
+                                    end=passage.end, segments=_segments(passage, quotes,
+                                                                        [c for c in self.citations if c.n == n]),
+                                    score=passage.score))
+        return views
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -131,3 +159,25 @@ class UpdateReport:
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+
+def _segments(passage: Passage, spans: list[tuple[int, int]], citations: list[Citation]
+              ) -> tuple[tuple[str, bool], ...]:
+    """Split the passage text at the cited spans; quotes outside the passage follow an ellipsis."""
+    out: list[tuple[str, bool]] = []
+    cursor = passage.start
+    outside = []
+    for start, end in spans:
+        if start < cursor or end > passage.end:
+            if start >= passage.end or end <= passage.start:
+                outside.append(next(c.quote for c in citations if (c.start, c.end) == (start, end)))
+            continue
+        if start > cursor:
+            out.append((passage.text[cursor - passage.start:start - passage.start], False))
+        out.append((passage.text[start - passage.start:end - passage.start], True))
+        cursor = end
+    if cursor < passage.end:
+        out.append((passage.text[cursor - passage.start:], False))
+    for quote in outside:
+        out.extend([(" … ", False), (quote, True)])
+    return tuple(out)

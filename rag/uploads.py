@@ -53,8 +53,7 @@ def add_uploads(index, files: Sequence[tuple[str, str | Path]], max_bytes: int,
             return UploadResult((), tuple(rejected), None)
         placed = _place(accepted, uploads, Path(tmp) / "replaced")
         try:
-            sources = [*(index.sources() or []), str(uploads.resolve())]
-            report = index.update(list(dict.fromkeys(sources)), notify=notify)
+            report = index.update([uploads], notify=notify)
         except BaseException:
             _take_back(placed)
             raise

@@ -125,6 +125,33 @@ def test_bad_input_leaves_the_index_untouched(settings, embedder, corpus, tmp_pa
     assert docs_in(index.store) == {p.name for p in SEEDS.iterdir()}
 
 
+def test_sources_accumulate_unless_replaced(settings, embedder, corpus, tmp_path):
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "only.txt").write_text(NEW_ARTICLE, encoding="utf-8")
+    index = Index(settings, embedder)
+    index.update([corpus])
+    added = index.update([other])
+    assert added.added.documents == 1 and added.unchanged.documents == 5 and added.removed.documents == 0
+    assert index.sources() == [str(corpus.resolve()), str(other.resolve())]
+    replaced = index.update([other], replace=True)
+    assert replaced.removed.documents == 5 and docs_in(index.store) == {"only.txt"}
+
+
+def test_a_vanished_source_is_an_error_not_a_mass_removal(settings, embedder, corpus, tmp_path):
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "only.txt").write_text(NEW_ARTICLE, encoding="utf-8")
+    index = Index(settings, embedder)
+    index.update([corpus, other])
+    generation = current_generation(settings.resolved_index_dir)
+    (other / "only.txt").unlink()
+    other.rmdir()
+    with pytest.raises(DocumentError, match="no longer exists.*--replace"):
+        index.update()
+    assert current_generation(settings.resolved_index_dir) == generation
+
+
 def test_search_without_index_says_how_to_build_one(settings, embedder):
     with pytest.raises(IndexNotFoundError, match="rag index seeds"):
         Index(settings, embedder).search("سؤال")
@@ -192,7 +219,8 @@ def test_killed_while_embedding_leaves_previous_index_usable(settings, embedder,
     _seed_search_ok(settings)
     # the next run finishes the job and cleans up after the dead writer
     report = Index(settings, embedder).update([many])
-    assert report.added.documents == 60 and report.removed.documents == 5
+    assert report.added.documents == 60 and report.unchanged.documents == 5
+    assert not list((settings.resolved_index_dir / GENERATIONS).glob(".staging-*"))
 
 
 def test_killed_while_publishing_leaves_previous_index_usable(settings, embedder, corpus):
@@ -232,8 +260,8 @@ def test_concurrent_index_runs_are_serialized(settings, corpus, tmp_path):
     assert second.returncode == 0, err2
     assert "waiting for another indexing run" in err1 + err2
     store = Store.open(settings.resolved_index_dir)
-    # whichever ran last defines the index, and it is complete and consistent
-    assert docs_in(store) in ({"only.txt"}, {p.name for p in corpus.iterdir()})
+    # both runs took effect, one after the other, and the result is complete and consistent
+    assert docs_in(store) == {"only.txt"} | {p.name for p in corpus.iterdir()}
     n_chunks = sqlite3.connect(store.generation_dir / "index.sqlite").execute(
         "SELECT COUNT(*) FROM chunks").fetchone()[0]
     assert store.size == n_chunks == store.manifest.chunks

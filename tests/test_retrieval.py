@@ -48,11 +48,14 @@ def test_hybrid_beats_each_side_on_a_lexical_question(seed_index):
 
 
 def test_relevance_is_calibrated_for_refusal(seed_index):
-    answerable = seed_index.search("ما الصحيفة التي كشفت تفاصيل المواجهة بين ماسك ومركز مكافحة الكراهية؟", k=3)
-    assert answerable[0].score > 0.8
+    from rag.answer import REFUSAL_THRESHOLD
+
+    for question in ("ما الصحيفة التي كشفت تفاصيل المواجهة بين ماسك ومركز مكافحة الكراهية؟",
+                     "Which newspaper reported on Musk's fight with the Center for Countering Digital Hate?"):
+        assert seed_index.search(question, k=3)[0].score > 0.8, question
     for question in ("ما هو سعر سهم تسلا اليوم؟", "Who won the 2022 football World Cup?",
-                     "ما هي عاصمة أستراليا؟"):
-        assert max(p.score for p in seed_index.search(question, k=5)) < 0.3, question
+                     "ما هي عاصمة أستراليا؟", "When was the Eiffel Tower built?"):
+        assert max(p.score for p in seed_index.search(question, k=5)) < REFUSAL_THRESHOLD / 2, question
 
 
 def test_bm25_follows_updates(settings, embedder, corpus):

@@ -1,0 +1,218 @@
+"""Sanad chat: Chainlit handlers over the `rag` library.
+
+Run from the repository root: `make chat`, or
+    CHAINLIT_APP_ROOT=chat_app .venv/bin/chainlit run chat_app/app.py --port 8000
+The index and the embedding model load once per process, in the background from start-up;
+every blocking call runs in a worker thread.
+
+Environment: the `rag` settings (RAG_HOME, RAG_INDEX_DIR, RAG_LLM_MODEL, RAG_K, …);
+RAG_CHAT_SOURCES — folders the chat's index must include (default: the repository's seeds/;
+the index keeps its other sources, such as uploads); RAG_CHAT_USERNAME + RAG_CHAT_PASSWORD — turn on password login.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import secrets
+import threading
+from concurrent.futures import Future
+from pathlib import Path
+
+import chainlit as cl
+import chainlit.session
+from chainlit.input_widget import Select, Slider, TextInput
+
+import rag
+
+SEEDS = Path(__file__).resolve().parent.parent / "seeds"
+
+STARTERS = [
+    ("ماذا قال ماسك عن الحرب الأهلية؟", "ماذا قال ماسك عن الحرب الأهلية في بريطانيا؟"),
+    ("نداء كرايست تشيرش", "ما هي مبادرة نداء كرايست تشيرش ومن أطلقها؟"),
+    ("ماسك ومركز مكافحة الكراهية", "بماذا اتهم ماسك مركز مكافحة الكراهية الرقمية في دعواه القضائية؟"),
+    ("Facebook's civil courage initiative", "What is Facebook's Online Civil Courage Initiative in Britain?"),
+]
+
+WELCOME = """**أهلًا بك في سند.** اسأل عن مقالات إخبارية عربية حول خطاب الكراهية والتطرف على الإنترنت وتنظيم المنصات: ماسك ومنصة إكس والحكومات، نداء كرايست تشيرش، غرامات ألمانيا، أعمال الشغب في بريطانيا. كل إجابة تقتبس المقالات حرفيًا مع مصادرها.
+
+**Welcome to Sanad.** Ask about Arabic news articles on online hate speech, extremism and platform regulation. Every answer quotes the articles word for word and names its sources. Attach files to add articles."""
+
+
+# ----------------------------------------------------------------------------- the index
+
+_loading: Future | None = None
+_loading_lock = threading.Lock()
+
+
+def _load_index() -> rag.Index:
+    index = rag.Index(rag.Settings.load())
+    configured = [p for p in os.environ.get("RAG_CHAT_SOURCES", "").split(os.pathsep) if p]
+    # Builds the index on a first start; later starts pick up files changed in any source.
+    index.update(configured or [str(SEEDS)], progress=True, notify=print)
+    index.embedder.model  # noqa: B018 - load the model now, not on the first question
+    return index
+
+
+def index_future() -> Future:
+    """The one Index of this process, loading in a background thread from the first call."""
+    global _loading
+    with _loading_lock:
+        if _loading is None:
+            _loading = Future()
+
+            def run() -> None:
+                try:
+                    _loading.set_result(_load_index())
+                except BaseException as exc:  # delivered to whoever awaits the index
+                    _loading.set_exception(exc)
+
+            threading.Thread(target=run, name="sanad-index", daemon=True).start()
+        return _loading
+
+
+async def ready_index() -> rag.Index:
+    future = index_future()
+    if future.done():
+        return future.result()
+    async with cl.Step(name="Preparing the index", type="tool") as step:
+        step.output = "Loading the embedding model and indexing the articles (first start only) …"
+        index = await cl.make_async(future.result)()
+        step.output = f"{len(index.document_sources())} articles ready"
+    return index
+
+
+@cl.on_app_startup
+def start_loading() -> None:
+    index_future()
+
+
+# ----------------------------------------------------------------------------- login (optional)
+
+if os.environ.get("RAG_CHAT_USERNAME") and os.environ.get("RAG_CHAT_PASSWORD"):
+    os.environ.setdefault("CHAINLIT_AUTH_SECRET", secrets.token_urlsafe(32))
+
+    @cl.password_auth_callback
+    def login(username: str, password: str) -> cl.User | None:
+        if secrets.compare_digest(username, os.environ["RAG_CHAT_USERNAME"]) and secrets.compare_digest(
+                password, os.environ["RAG_CHAT_PASSWORD"]):
+            return cl.User(identifier=username)
+        return None
+
+
+# ----------------------------------------------------------------------------- uploads
+
+# Chainlit 2.12 refuses to store an empty upload (HTTP 500, "Upload failed" in the browser), so
+# the user would never learn why the file was not added. Store it as the empty file it is and
+# let `rag` reject it with its reason.
+_persist_file = chainlit.session.BaseSession.persist_file
+
+
+async def _persist_empty_files_too(self, name, mime, path=None, content=None):
+    if path is None and content in (b"", ""):
+        self.files_dir.mkdir(parents=True, exist_ok=True)
+        empty = self.files_dir / f"empty-{secrets.token_hex(8)}"
+        empty.touch()
+        try:
+            return await _persist_file(self, name, mime, path=str(empty))
+        finally:
+            empty.unlink(missing_ok=True)
+    return await _persist_file(self, name, mime, path=path, content=content)
+
+
+chainlit.session.BaseSession.persist_file = _persist_empty_files_too
+
+
+# ----------------------------------------------------------------------------- chat
+
+@cl.set_chat_profiles
+async def profiles(user: cl.User | None = None) -> list[cl.ChatProfile]:
+    return [cl.ChatProfile(
+        name="Sanad", markdown_description=WELCOME, icon="/public/logo.svg", default=True,
+        starters=[cl.Starter(label=label, message=message) for label, message in STARTERS])]
+
+
+@cl.on_chat_start
+async def on_chat_start() -> None:
+    settings = rag.Settings.load()
+    modes = {"Extractive (offline)": "extractive", "LLM (litellm)": "llm"}
+    await cl.ChatSettings([
+        Select(id="mode", label="Answer mode", items=modes,
+               initial_value="llm" if settings.llm_model else "extractive"),
+        TextInput(id="model", label="LLM model (litellm string)", initial=settings.llm_model or "",
+                  placeholder="openai/gpt-4o-mini · ollama/qwen2.5 · anthropic/…"),
+        Slider(id="k", label="Passages", initial=settings.k, min=1, max=10, step=1),
+    ]).send()
+    cl.user_session.set("history", [])
+    index_future()
+
+
+@cl.on_message
+async def on_message(message: cl.Message) -> None:
+    index = await ready_index()
+    files = [e for e in message.elements if getattr(e, "path", None)]
+    if files:
+        await add_files(index, files)
+    if message.content.strip():
+        await answer(index, message.content.strip())
+
+
+async def add_files(index: rag.Index, files: list) -> None:
+    async with cl.Step(name="Indexing uploaded files", type="tool") as step:
+        step.input = ", ".join(f.name for f in files)
+        result = await cl.make_async(index.add_uploads)([(f.name, f.path) for f in files])
+        step.output = "done"
+    lines = []
+    if result.report is not None:
+        report = result.report
+        docs = report.added.documents + report.changed.documents
+        chunks = report.added.chunks + report.changed.chunks
+        lines.append(f"✓ Indexed {', '.join(result.accepted)}: {docs} document(s) added or updated, "
+                     f"{chunks} passage(s). You can ask about them now.")
+    for rejected in result.rejected:
+        lines.append(f"✗ Rejected {rejected.name}: {rejected.reason}")
+    await cl.Message(content="\n\n".join(lines)).send()
+
+
+async def answer(index: rag.Index, question: str) -> None:
+    chosen = cl.user_session.get("chat_settings") or {}
+    history = cl.user_session.get("history") or []
+    model, note = "extractive", None
+    if chosen.get("mode") == "llm":
+        model = (chosen.get("model") or "").strip() or None
+        if model is None:
+            model, note = "extractive", "No LLM model is set in the settings: extractive answer shown."
+    message = cl.Message(content="")
+    final = None
+    async for item in index.astream(question, history, k=int(chosen.get("k") or index.settings.k),
+                                    model=model):
+        if isinstance(item, str):
+            await message.stream_token(item)
+        else:
+            final = item
+    notes = [line for n in (note, final.notice) if n for line in n.splitlines() if line.strip()]
+    message.content = _markdown(final.answer) + "".join(f"\n\n_⚠ {_markdown(n)}_" for n in notes)
+    message.elements = [cl.Text(name=f"[{view.n}] {view.title}", content=_source_card(view), display="inline")
+                        for view in final.sources()]
+    await message.send()
+    history += [{"role": "user", "content": question}, {"role": "assistant", "content": final.answer}]
+    cl.user_session.set("history", history[-12:])
+
+
+def _source_card(view: rag.SourceView) -> str:
+    """The passage with its cited words in bold (style.css turns them into a highlight)."""
+    body = "".join(_bold(text) if cited else _markdown(text) for text, cited in view.segments)
+    return f"{body}\n\n_{_markdown(view.doc_id)} · {view.start}–{view.end}_"
+
+
+def _bold(text: str) -> str:
+    # Markdown bold cannot span lines or start/end with a space: mark each line's words.
+    return re.sub(r"[^\s].*[^\s]|[^\s]", lambda m: f"**{_markdown(m.group())}**", text)
+
+
+_MARKDOWN_SPECIAL = re.compile(r"([\\`*_{}\[\]<>#|~])")
+
+
+def _markdown(text: str) -> str:
+    """Article text shown as Markdown must not format itself (or make links)."""
+    return _MARKDOWN_SPECIAL.sub(r"\\\1", text)

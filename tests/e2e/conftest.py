@@ -1,0 +1,113 @@
+"""The chat app in a real server process, driven by a real browser (Debian's chromium)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from rag.provision import ensure_default_model
+
+from ..conftest import ROOT, SEEDS
+
+ARTIFACTS = ROOT / "test-artifacts" / "screenshots"
+CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
+                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_chat(home: Path, model_dir: Path, corpus: Path, extra_env: dict[str, str] | None = None):
+    """Start `chainlit run chat_app/app.py` on a free localhost port; returns (process, url)."""
+    if not (ROOT / "chat_app" / ".offline-ui" / "index.html").is_file():
+        subprocess.run([sys.executable, "chat_app/offline_ui.py"], cwd=ROOT, check=True,
+                       env={**os.environ, "CHAINLIT_APP_ROOT": str(ROOT / "chat_app")})
+    port = free_port()
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith("RAG_") and k not in ("CI", "DEBUG", "WATCH", "HEADLESS")}
+    env.update({"RAG_HOME": str(home), "RAG_INDEX_DIR": str(home / "index"), "RAG_MODEL_DIR": str(model_dir),
+                "RAG_CHAT_SOURCES": str(corpus), "CHAINLIT_APP_ROOT": str(ROOT / "chat_app"),
+                "OPENAI_API_KEY": "none", "OPENAI_BASE_URL": "http://127.0.0.1:9/v1", **(extra_env or {})})
+    log = open(home / "server.log", "w")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "chainlit", "run", "chat_app/app.py", "--headless", "--host", "127.0.0.1",
+         "--port", str(port)], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise AssertionError(f"chat server exited:\n{(home / 'server.log').read_text()}")
+        try:
+            with urllib.request.urlopen(url + "/health", timeout=2) as response:
+                if response.status == 200:
+                    return process, url
+        except OSError:
+            time.sleep(0.5)
+    stop(process)
+    raise AssertionError(f"chat server did not start:\n{(home / 'server.log').read_text()}")
+
+
+def stop(process: subprocess.Popen) -> None:
+    if process.poll() is None:
+        os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+
+
+@pytest.fixture(scope="session")
+def chat_url(model_dir, tmp_path_factory):
+    ensure_default_model(model_dir)
+    home = tmp_path_factory.mktemp("chat-home")
+    corpus = home / "corpus"
+    shutil.copytree(SEEDS, corpus)
+    process, url = start_chat(home, model_dir, corpus)
+    yield url
+    stop(process)
+
+
+@pytest.fixture(scope="session")
+def browser():
+    from playwright.sync_api import sync_playwright
+
+    executable = shutil.which("chromium") or shutil.which("chromium-browser")
+    assert executable, "Debian's chromium is needed for the browser tests: run `make browser`"
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=executable, args=CHROMIUM_FLAGS)
+        yield browser
+        browser.close()
+
+
+@pytest.fixture()
+def page(browser, chat_url):
+    """A fresh chat page; it records any request that leaves localhost."""
+    context = browser.new_context(viewport={"width": 1280, "height": 900}, locale="en-US")
+    page = context.new_page()
+    page.external_requests = []
+    page.on("request", lambda r: page.external_requests.append(r.url)
+            if not r.url.startswith(chat_url) and r.url.split(":")[0] in ("http", "https", "ws", "wss") else None)
+    page.goto(chat_url)
+    page.wait_for_selector("#upload-button", timeout=60_000)  # the socket is connected
+    yield page
+    context.close()
+
+
+def screenshot(page, name: str) -> Path:
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    path = ARTIFACTS / f"{name}.png"
+    page.screenshot(path=str(path), full_page=True)
+    return path

@@ -1,0 +1,170 @@
+"""The chat in a real browser: streamed cited answers, highlighted sources, RTL, starters,
+settings with a failing LLM, uploads (good and bad) and optional login."""
+
+from __future__ import annotations
+
+import json
+import urllib.error
+import urllib.parse
+import urllib.request
+
+import pytest
+
+from .conftest import screenshot, start_chat, stop
+
+pytestmark = pytest.mark.e2e
+
+SPOKESMAN = "ماذا قال المتحدث باسم رئيس الوزراء البريطاني عن تعليقات ماسك؟"
+GOLD_QUOTE = "لا يوجد مبرر لمثل هذه التعليقات"
+ASSISTANT = ".step[data-step-type='assistant_message']"
+NEW_ARTICLE = (
+    "غرامة على منصة بث في النمسا\n"
+    "فرضت هيئة الإعلام النمساوية غرامة قدرها ثلاثة ملايين ونصف مليون يورو على منصة البث المباشر "
+    "سترِيمكس بسبب تقاعسها عن حذف مقاطع تحرض على الكراهية.\n"
+    "وقالت الهيئة إن المنصة أمامها ثلاثون يومًا للطعن في القرار.\n")
+
+
+def ask(page, question: str, *, count: int) -> object:
+    """Send a question and wait for the `count`-th assistant message to finish."""
+    page.fill("#chat-input", question)
+    page.keyboard.press("Enter")
+    return finished_message(page, count)
+
+
+def finished_message(page, count: int):
+    page.wait_for_function(
+        """([selector, count]) => document.querySelectorAll(selector).length >= count
+             && !document.querySelector('#stop-button')""", arg=[ASSISTANT, count], timeout=180_000)
+    return page.locator(ASSISTANT).nth(count - 1)
+
+
+def test_arabic_question_streams_a_cited_answer_with_highlighted_source(page):
+    frames: list[str] = []
+    page.on("websocket", lambda ws: ws.on("framereceived", lambda payload: frames.append(str(payload))))
+    page.reload()
+    page.wait_for_selector("#upload-button", timeout=60_000)
+    screenshot(page, "01-welcome")
+    welcome = page.locator("#welcome-screen").inner_text()
+    assert "سند" in welcome and "Sanad" in welcome
+    assert page.title().startswith("Sanad")
+
+    message = ask(page, SPOKESMAN, count=1)
+    content = message.locator(".message-content").first
+    text = content.inner_text()
+    assert "[1]" in text and GOLD_QUOTE in text
+    assert any('"stream_token"' in f or "stream_token" in f for f in frames), "the answer was not streamed"
+    assert content.evaluate("e => getComputedStyle(e).direction") == "rtl"
+    assert content.evaluate("e => getComputedStyle(e).textAlign") in ("start", "right")
+
+    source = message.locator(".inline-text").first
+    source.wait_for()
+    assert "000_4180ecd25a632971.txt" in source.inner_text()
+    highlighted = " ".join(source.locator(".font-bold").all_inner_texts())
+    assert GOLD_QUOTE in highlighted
+    card = message.locator(".bg-card").first
+    assert card.inner_text().lstrip().startswith("[1]")
+    screenshot(page, "02-arabic-answer")
+    assert page.external_requests == [], page.external_requests
+
+
+def test_english_question_reads_left_to_right(page):
+    message = ask(page, "Which newspaper reported on Musk's fight with the Center for Countering Digital Hate?",
+                  count=1)
+    content = message.locator(".message-content").first
+    assert content.inner_text().startswith("According to the sources")
+    assert content.evaluate("e => getComputedStyle(e).direction") == "ltr"
+    # the Arabic quote inside the English answer runs right to left in its own paragraph
+    quote_block = content.locator("[dir='auto']", has_text="التليجراف").first
+    assert quote_block.evaluate("e => getComputedStyle(e).direction") == "rtl"
+
+
+def test_refusal_offers_the_closest_passages(page):
+    message = ask(page, "Who won the 2022 football World Cup?", count=1)
+    assert "The sources do not contain this" in message.locator(".message-content").first.inner_text()
+    assert message.locator(".inline-text").count() >= 1
+    screenshot(page, "03-refusal")
+
+
+def test_starter_question_works(page):
+    starters = page.locator("#starters button")
+    assert starters.count() == 4
+    page.locator("#starter-ماذا-قال-ماسك-عن-الحرب-الأهلية؟").click()
+    message = finished_message(page, 1)
+    message.locator(".inline-text").first.wait_for()
+    assert "[1]" in message.inner_text() and "000_4180ecd25a632971.txt" in message.inner_text()
+
+
+def test_follow_up_uses_the_conversation(page):
+    ask(page, SPOKESMAN, count=1)
+    follow_up = ask(page, "وكيف رد ماسك على ذلك؟", count=2)
+    follow_up.locator(".inline-text").first.wait_for()
+    assert "000_4180ecd25a632971.txt" in follow_up.inner_text()
+
+
+def test_failing_llm_says_so_and_shows_the_extractive_answer(page):
+    page.click("#chat-settings-open-modal")
+    page.click("button#mode")
+    page.get_by_role("option", name="LLM (litellm)").click()
+    page.fill("input#model", "openai/unreachable-model")
+    page.click("#confirm")
+    message = ask(page, SPOKESMAN, count=1)
+    text = message.inner_text()
+    assert "openai/unreachable-model" in text and "⚠" in text
+    assert GOLD_QUOTE in text and "[1]" in text
+    screenshot(page, "04-llm-fallback")
+
+
+def test_upload_then_ask_about_it(page, tmp_path):
+    article = tmp_path / "austria_fine.txt"
+    article.write_text(NEW_ARTICLE, encoding="utf-8")
+    page.set_input_files("#upload-button-input", str(article))
+    page.wait_for_selector("#chat-submit:not([disabled])", timeout=30_000)
+    page.click("#chat-submit")
+    reply = finished_message(page, 1)
+    reply_text = reply.inner_text()
+    assert "Indexed austria_fine.txt" in reply_text and "1 document" in reply_text, reply_text
+    screenshot(page, "05-upload")
+    answer = ask(page, "كم بلغت الغرامة التي فرضتها هيئة الإعلام النمساوية على منصة البث؟", count=2)
+    answer.locator(".inline-text").first.wait_for()
+    assert "austria_fine.txt" in answer.locator(".inline-text").first.inner_text()
+    assert "ثلاثة ملايين ونصف مليون يورو" in answer.locator(".message-content").first.inner_text()
+
+
+def test_bad_uploads_are_rejected_with_reasons(page, tmp_path):
+    empty = tmp_path / "empty.txt"
+    empty.write_bytes(b"")
+    unknown = tmp_path / "notes.docx"
+    unknown.write_bytes(b"PK\x03\x04 not a text file")
+    garbage = tmp_path / "garbled.txt"
+    garbage.write_bytes(bytes(range(256)) * 40)
+    page.set_input_files("#upload-button-input", [str(empty), str(unknown), str(garbage)])
+    page.wait_for_selector("#chat-submit:not([disabled])", timeout=30_000)
+    page.click("#chat-submit")
+    text = finished_message(page, 1).inner_text()
+    assert "Rejected empty.txt: the file is empty" in text
+    assert "Rejected notes.docx: unsupported type .docx" in text
+    assert "Rejected garbled.txt" in text and "UTF-8" in text
+    screenshot(page, "06-rejected-upload")
+
+
+def test_optional_password_login(model_dir, tmp_path):
+    from ..conftest import SEEDS
+
+    process, url = start_chat(tmp_path, model_dir, SEEDS, {
+        "RAG_CHAT_USERNAME": "analyst", "RAG_CHAT_PASSWORD": "s3cret-pass"})
+    try:
+        with urllib.request.urlopen(url + "/auth/config", timeout=10) as response:
+            assert json.load(response)["requireLogin"] is True
+
+        def login(password: str) -> int:
+            data = urllib.parse.urlencode({"username": "analyst", "password": password}).encode()
+            try:
+                with urllib.request.urlopen(urllib.request.Request(url + "/login", data=data), timeout=10) as r:
+                    return r.status
+            except urllib.error.HTTPError as exc:
+                return exc.code
+
+        assert login("wrong") == 401
+        assert login("s3cret-pass") == 200
+    finally:
+        stop(process)
