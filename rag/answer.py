@@ -290,7 +290,7 @@ def verify(text: str, passages: Sequence[Passage], store: Store,
             removed_markers += 1
     for start, end, replacement in sorted(edits, reverse=True):
         text = text[:start] + replacement + text[end:]
-    text = re.sub(r"[ \t]{2,}", " ", re.sub(r"[ \t]+([.،,؛:!؟?])", r"\1", text)).strip()
+    text = re.sub(r"[ \t]{2,}", " ", text).strip()  # stored article text never has such runs
 
     # [n] markers whose claim carried no quote: cite the passage sentence closest to the claim.
     previous_end = 0
@@ -404,7 +404,7 @@ def stream_answer(question: str, *, retriever: Retriever, k: int, llm: LLM | Non
                       unverified=unverified, timings_ms={k: round(v, 1) for k, v in timings.items()})
 
     if not passages or max(p.score for p in passages) < refusal_threshold:
-        mode = "refusal"
+        mode, model = "refusal", None
         text = refusal_text(question, passages)
         yield text
         yield finish(text, [], refused=True)

@@ -177,21 +177,18 @@ _CLAUSE_END = re.compile(r"[،,:;][\"'”’»)\]]*(?=\s)")
 
 def sentence_spans(text: str, start: int = 0, end: int | None = None) -> list[tuple[int, int]]:
     """[start, end) spans of the sentences in text[start:end], whitespace trimmed."""
-    end = len(text) if end is None else end
-    spans = []
-    cursor = start
-    for match in _SENTENCE_END.finditer(text, start, end):
-        spans.extend(_trimmed(text, cursor, match.end()))
-        cursor = match.end()
-    spans.extend(_trimmed(text, cursor, end))
-    return spans
+    return _split_after(_SENTENCE_END, text, start, len(text) if end is None else end)
 
 
 def clause_spans(text: str, start: int, end: int) -> list[tuple[int, int]]:
     """Split one long sentence at ، , : ; (the comma stays with the clause before it)."""
+    return _split_after(_CLAUSE_END, text, start, end)
+
+
+def _split_after(boundary: re.Pattern, text: str, start: int, end: int) -> list[tuple[int, int]]:
     spans = []
     cursor = start
-    for match in _CLAUSE_END.finditer(text, start, end):
+    for match in boundary.finditer(text, start, end):
         spans.extend(_trimmed(text, cursor, match.end()))
         cursor = match.end()
     spans.extend(_trimmed(text, cursor, end))

@@ -13,6 +13,7 @@ from typing import Any
 from .api import Index
 from .config import Settings
 from .errors import RagError
+from .store import Store
 from .types import Passage, UpdateReport
 
 
@@ -186,8 +187,9 @@ def cmd_eval(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_info(args: argparse.Namespace, settings: Settings) -> int:
-    store = Index(settings).store
-    info = {**store.manifest.to_dict(), "index_dir": str(store.index_dir)}
+    store = Store.open(settings.resolved_index_dir)  # shown even when settings differ from it
+    info = {**store.manifest.to_dict(), "index_dir": str(store.index_dir),
+            "matches_current_settings": store.manifest.fingerprint == settings.fingerprint()}
     if args.json:
         _print_json(info)
     else:

@@ -8,6 +8,7 @@ retries.
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
 import threading
@@ -44,6 +45,7 @@ def _quiet_libraries() -> None:
 
     transformers.utils.logging.set_verbosity_error()
     transformers.utils.logging.disable_progress_bar()
+    logging.getLogger("sentence_transformers").setLevel(logging.WARNING)
     _quiet_done = True
 
 
@@ -58,6 +60,10 @@ class Embedder:
         self.settings = settings
         self.name = settings.embedding_model
         self._lock = threading.Lock()
+
+    @property
+    def loaded(self) -> bool:
+        return "model" in self.__dict__
 
     @cached_property
     def model(self) -> SentenceTransformer:

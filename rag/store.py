@@ -18,6 +18,7 @@ writer killed half-way leaves only a temporary folder that the next writer delet
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 import sqlite3
@@ -28,12 +29,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import faiss
 import numpy as np
 
 from .config import INDEX_FORMAT_VERSION
 from .errors import IndexNotFoundError, StoreError
 from .types import Chunk, Document, StoredChunk
+
+logging.getLogger("faiss.loader").setLevel(logging.WARNING)  # its CPU-feature probing is noise
+import faiss  # noqa: E402
 
 CURRENT_FILE = "CURRENT"
 GENERATIONS = "generations"
