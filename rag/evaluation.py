@@ -155,10 +155,16 @@ def retrieval_metrics(ranks: list[int | None], latencies_ms: list[float] | None 
         out[f"recall@{k}"] = round(sum(1 for r in ranks if r is not None and r <= k) / n, 4) if n else None
     out["mrr@10"] = round(sum(1 / r for r in ranks if r is not None and r <= 10) / n, 4) if n else None
     if latencies_ms:
-        ordered = sorted(latencies_ms)
-        out["p50_ms"] = round(statistics.median(ordered), 1)
-        out["p95_ms"] = round(ordered[max(0, int(round(0.95 * len(ordered))) - 1)], 1)
+        out["p50_ms"], out["p95_ms"] = _p50_p95(latencies_ms)
     return out
+
+
+def _p50_p95(latencies_ms: list[float]) -> tuple[float | None, float | None]:
+    if not latencies_ms:
+        return None, None
+    ordered = sorted(latencies_ms)
+    return (round(statistics.median(ordered), 1),
+            round(ordered[max(0, int(round(0.95 * len(ordered))) - 1)], 1))
 
 
 def answer_metrics(dataset: Dataset, index: Index, *, model: str | None = None,
@@ -188,7 +194,7 @@ def answer_metrics(dataset: Dataset, index: Index, *, model: str | None = None,
             unanswerable += 1
             refused_right += answer.refused
     refused = refused_right + refused_wrong
-    ordered = sorted(latencies)
+    p50, p95 = _p50_p95(latencies)
     return {
         "answer_in_cited_quote": round(answered_with_gold / answerable, 4) if answerable else None,
         "false_refusals": refused_wrong,
@@ -196,8 +202,8 @@ def answer_metrics(dataset: Dataset, index: Index, *, model: str | None = None,
         "refusal_recall": round(refused_right / unanswerable, 4) if unanswerable else None,
         "verified_quotes": round(verified / quotes, 4) if quotes else None,
         "n_quotes": quotes,
-        "answer_p50_ms": round(statistics.median(ordered), 1) if ordered else None,
-        "answer_p95_ms": round(ordered[max(0, int(round(0.95 * len(ordered))) - 1)], 1) if ordered else None,
+        "answer_p50_ms": p50,
+        "answer_p95_ms": p95,
     }
 
 
