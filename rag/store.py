@@ -143,12 +143,20 @@ class Store:
     @classmethod
     def open(cls, index_dir: str | Path) -> Store:
         index_dir = Path(index_dir).expanduser()
-        generation = current_generation(index_dir)
-        if generation is None:
-            raise IndexNotFoundError(
-                f"no index at {index_dir}: build one with `rag index seeds` "
-                "(or another folder of articles)")
-        return cls(index_dir, generation)
+        for _ in range(5):
+            generation = current_generation(index_dir)
+            if generation is None:
+                raise IndexNotFoundError(
+                    f"no index at {index_dir}: build one with `rag index seeds` "
+                    "(or another folder of articles)")
+            try:
+                return cls(index_dir, generation)
+            except (OSError, RuntimeError, sqlite3.Error, StoreError):
+                # A writer keeps the two newest generations; if CURRENT has moved on, ours was
+                # removed while we opened it, so open the new one. Otherwise it is a real error.
+                if current_generation(index_dir) == generation:
+                    raise
+        raise StoreError(f"the index at {index_dir} changed five times while it was being opened: try again")
 
     def is_current(self) -> bool:
         return current_generation(self.index_dir) == self.generation_dir
