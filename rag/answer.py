@@ -19,7 +19,7 @@ import numpy as np
 from .arabic import find_folded, has_arabic, lexical_tokens, search_tokens
 from .errors import LLMError
 from .llm import LLM
-from .retrieval import Retrieval, Retriever
+from .retrieval import Retrieval, Retriever, coverage
 from .store import Store
 from .tokens import count_tokens
 from .types import Answer, Citation, Passage
@@ -99,11 +99,7 @@ def candidate_quotes(retrieval: Retrieval, store: Store) -> list[Quote]:
     good. Pairs catch answers split from their context ("…filed a lawsuit, accusing it of …").
     """
     query_vector = retrieval.query_vector
-    total_idf = sum(retrieval.idf.values()) or 1.0
-
-    def coverage(grams: set[str]) -> float:
-        return sum(w for t, w in retrieval.idf.items() if t in grams) / total_idf
-
+    idf = retrieval.idf
     best: dict[tuple[str, int, int], Quote] = {}
 
     def offer(quote: Quote) -> None:
@@ -119,12 +115,12 @@ def candidate_quotes(retrieval: Retrieval, store: Store) -> list[Quote]:
             cosine = float(vector @ query_vector) if query_vector is not None else 0.0
             prior = SENTENCE_PRIOR_WEIGHT * passage.score
             offer(Quote(n, passage.doc_id, start, end, text,
-                        cosine + SENTENCE_LEXICAL_WEIGHT * coverage(grams) + prior, 1))
+                        cosine + SENTENCE_LEXICAL_WEIGHT * coverage(idf, grams) + prior, 1))
             if previous is not None and previous[1] <= start:
                 p_start, _, p_cosine, p_grams = previous
                 offer(Quote(n, passage.doc_id, p_start, end,
                             passage.text[p_start - passage.start:end - passage.start],
-                            max(cosine, p_cosine) + SENTENCE_LEXICAL_WEIGHT * coverage(grams | p_grams)
+                            max(cosine, p_cosine) + SENTENCE_LEXICAL_WEIGHT * coverage(idf, grams | p_grams)
                             + prior - PAIR_PENALTY, 2))
             previous = (start, end, cosine, grams)
     return sorted(best.values(), key=lambda q: -q.score)

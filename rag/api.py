@@ -95,7 +95,7 @@ class Index:
         model: a litellm model string, "extractive" for the offline answerer, or None for the
         settings' llm_model (offline extractive when unset). history: earlier turns as
         {"role": "user" | "assistant", "content": …} dicts. llm_options go to litellm as is."""
-        from .answer import stream_answer
+        from .answer import REFUSAL_THRESHOLD, stream_answer
         from .llm import LLM
 
         chosen = self.settings.llm_model if model is None else model
@@ -103,11 +103,11 @@ class Index:
         if chosen and chosen != "extractive":
             llm = LLM(chosen, api_base=self.settings.llm_api_base, timeout=self.settings.llm_timeout,
                       options=dict(llm_options or {}))
-        threshold = self.settings.refusal_threshold
         yield from stream_answer(
             question, retriever=Retriever(self.store, self.embedder), k=k or self.settings.k, llm=llm,
             history=history, context_tokens=self.settings.llm_context_tokens,
-            **({"refusal_threshold": threshold} if threshold is not None else {}))
+            refusal_threshold=(REFUSAL_THRESHOLD if self.settings.refusal_threshold is None
+                               else self.settings.refusal_threshold))
 
     def ask(self, question: str, history: Sequence[dict[str, str]] | None = None, *,
             k: int | None = None, model: str | None = None,

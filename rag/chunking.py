@@ -8,7 +8,7 @@ word does.
 
 from __future__ import annotations
 
-from .arabic import clause_spans, sentence_spans, word_spans
+from .arabic import clause_spans, lexical_tokens, sentence_spans, word_spans
 from .tokens import count_tokens
 from .types import Chunk, Document
 
@@ -70,3 +70,8 @@ def embedding_text(title: str, chunk_text: str, with_title: bool) -> str:
     if not with_title or not title or chunk_text.startswith(title):
         return chunk_text
     return f"{title}\n{chunk_text}"
+
+
+def lexical_terms(title: str, chunk_text: str) -> list[str]:
+    """What the BM25 index holds for a chunk: its title and text, as lexical tokens."""
+    return lexical_tokens(f"{title}\n{chunk_text}")

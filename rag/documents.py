@@ -107,8 +107,7 @@ def _load_file(path: Path, rel: str, result: LoadResult) -> list[Document]:
             docs = [_document(rel, str(path), text, title=title, fallback_title=path.stem)]
         else:
             raw = decode_bytes(path.read_bytes(), path)
-            docs = [_document(rel, str(path), raw, fallback_title=path.stem,
-                              markdown=suffix != ".txt")]
+            docs = [_document(rel, str(path), raw, fallback_title=path.stem)]
     except DocumentError as exc:
         result.skipped.append(Skipped(str(path), str(exc)))
         return []
@@ -221,8 +220,7 @@ def content_hash(title: str, text: str, url: str | None, date: str | None) -> st
 
 
 def _document(doc_id: str, source: str, raw_text: str, *, title: str | None = None,
-              fallback_title: str, url: str | None = None, date: str | None = None,
-              markdown: bool = False) -> Document:
+              fallback_title: str, url: str | None = None, date: str | None = None) -> Document:
     text = normalize_text(raw_text)
     title = normalize_text(title) if title else None
     if not title:

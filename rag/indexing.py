@@ -13,19 +13,13 @@ from pathlib import Path
 
 import numpy as np
 
-from . import arabic
-from .chunking import chunk_document, embedding_text
+from .chunking import chunk_document, embedding_text, lexical_terms
 from .config import Settings
 from .documents import load_paths
 from .embeddings import Embedder
 from .errors import DocumentError, StoreError
 from .store import GenerationWriter, Manifest, current_generation, read_manifest, stored_document_hashes, writer_lock
 from .types import Chunk, Counts, Document, UpdateReport
-
-
-def lexical_tokens(title: str, text: str) -> list[str]:
-    """BM25 tokens of a chunk (its title included, as for the dense side)."""
-    return arabic.lexical_tokens(f"{title}\n{text}")
 
 
 def update_index(settings: Settings, paths: Sequence[str | Path] | None = None, *,
@@ -112,7 +106,7 @@ def update_index(settings: Settings, paths: Sequence[str | Path] | None = None, 
                     "settings": settings.index_params(),
                     "embedding": embedder.identity(),
                     "sources": sources,
-                }, lexical_tokens)
+                }, lexical_terms)
             except BaseException:
                 writer.abandon()
                 raise

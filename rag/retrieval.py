@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .arabic import has_arabic, lexical_tokens
+from .chunking import lexical_terms
 from .embeddings import Embedder
 from .store import Store
 from .types import Passage, StoredChunk
@@ -43,6 +44,12 @@ LEXICAL_EVIDENCE = 0.5
 BASELINE_DEPTH = 50
 CALIBRATION_LEXICAL = (62.84, 48.89, 8.15, -58.1)  # cosine, margin, passage coverage, bias
 CALIBRATION_DENSE_ONLY = (93.87, 67.7, -5.84, -74.62)  # cosine, margin, same script, bias
+
+
+def coverage(idf: dict[str, float], present: set[str]) -> float:
+    """Share of the question's lexical weight (idf of its tokens) found among `present`."""
+    total = sum(idf.values())
+    return sum(w for t, w in idf.items() if t in present) / total if total else 0.0
 
 
 @dataclass(frozen=True)
@@ -164,9 +171,7 @@ class Retriever:
         end = max(c.chunk.end for c in group)
         text = lead.chunk.text if len(group) == 1 else self.store.text_span(lead.chunk.doc_id, start, end)
         cosine = max(c.dense for c in group)
-        present = set(lexical_tokens(f"{lead.chunk.title}\n{text}"))
-        total = sum(idf.values())
-        passage_coverage = sum(w for t, w in idf.items() if t in present) / total if total else 0.0
+        passage_coverage = coverage(idf, set(lexical_terms(lead.chunk.title, text)))
         bm25 = [c.bm25 for c in group if c.bm25 is not None]
         return Passage(chunk_id=lead.chunk.chunk_id, doc_id=lead.chunk.doc_id, title=lead.chunk.title,
                        text=text, start=start, end=end,
