@@ -183,13 +183,10 @@ async def answer(index: rag.Index, question: str) -> None:
         if model is None:
             model, note = "extractive", "No LLM model is set in the settings: extractive answer shown."
     message = cl.Message(content="")
-    final = None
-    async for item in index.astream(question, history, k=int(chosen.get("k") or index.settings.k),
-                                    model=model):
-        if isinstance(item, str):
-            await message.stream_token(item)
-        else:
-            final = item
+    stream = index.astream(question, history, k=int(chosen.get("k") or index.settings.k), model=model)
+    async for piece in stream:
+        await message.stream_token(piece)
+    final = await stream.answer()
     notes = [line for n in (note, final.notice) if n for line in n.splitlines() if line.strip()]
     message.content = _markdown(final.answer) + "".join(f"\n\n_⚠ {_markdown(n)}_" for n in notes)
     message.elements = [cl.Text(name=f"[{view.n}] {view.title}", content=_source_card(view), display="inline")

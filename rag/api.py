@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import asyncio
 import threading
-from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .config import Settings
 from .embeddings import Embedder
@@ -16,6 +15,9 @@ from .retrieval import MODES, Retriever
 from .store import Store, current_generation
 from .types import Answer, Passage, UpdateReport
 from .uploads import UploadResult, add_uploads
+
+if TYPE_CHECKING:
+    from .answer import AnswerStream, AsyncAnswerStream
 
 
 class Index:
@@ -89,8 +91,9 @@ class Index:
 
     def stream(self, question: str, history: Sequence[dict[str, str]] | None = None, *,
                k: int | None = None, model: str | None = None,
-               llm_options: dict[str, Any] | None = None) -> Iterator[str | Answer]:
-        """Yield the answer's text as it is produced, then the final verified `Answer`.
+               llm_options: dict[str, Any] | None = None) -> AnswerStream:
+        """Start answering: iterate the result for the text as it is produced, then call its
+        `.answer()` for the final, verified `Answer`.
 
         model: a litellm model string, "extractive" for the offline answerer, or None for the
         settings' llm_model (offline extractive when unset). history: earlier turns as
@@ -103,7 +106,7 @@ class Index:
         if chosen and chosen != "extractive":
             llm = LLM(chosen, api_base=self.settings.llm_api_base, timeout=self.settings.llm_timeout,
                       options=dict(llm_options or {}))
-        yield from stream_answer(
+        return stream_answer(
             question, retriever=Retriever(self.store, self.embedder), k=k or self.settings.k, llm=llm,
             history=history, context_tokens=self.settings.llm_context_tokens,
             refusal_threshold=(REFUSAL_THRESHOLD if self.settings.refusal_threshold is None
@@ -113,34 +116,15 @@ class Index:
             k: int | None = None, model: str | None = None,
             llm_options: dict[str, Any] | None = None) -> Answer:
         """Answer a question with verified citations (see `stream`)."""
-        final = None
-        for item in self.stream(question, history, k=k, model=model, llm_options=llm_options):
-            if isinstance(item, Answer):
-                final = item
-        assert final is not None
-        return final
+        return self.stream(question, history, k=k, model=model, llm_options=llm_options).answer()
 
-    async def astream(self, question: str, history: Sequence[dict[str, str]] | None = None,
-                      **options: Any) -> AsyncIterator[str | Answer]:
-        """`stream` for event loops: the work runs in a thread, items arrive as they come."""
-        loop = asyncio.get_running_loop()
-        queue: asyncio.Queue = asyncio.Queue()
-        done = object()
+    def astream(self, question: str, history: Sequence[dict[str, str]] | None = None,
+                **options: Any) -> AsyncAnswerStream:
+        """`stream` for event loops: `async for piece in index.astream(…)`, then
+        `await stream.answer()`. The work runs in a worker thread."""
+        from .answer import AsyncAnswerStream
 
-        def produce() -> None:
-            try:
-                for item in self.stream(question, history, **options):
-                    loop.call_soon_threadsafe(queue.put_nowait, item)
-            except BaseException as exc:  # handed to the consumer, raised there
-                loop.call_soon_threadsafe(queue.put_nowait, exc)
-            loop.call_soon_threadsafe(queue.put_nowait, done)
-
-        worker = loop.run_in_executor(None, produce)
-        while (item := await queue.get()) is not done:
-            if isinstance(item, BaseException):
-                raise item
-            yield item
-        await worker
+        return AsyncAnswerStream(lambda: self.stream(question, history, **options))
 
     def close(self) -> None:
         with self._lock:
@@ -196,6 +180,6 @@ def ask(question: str, history: Sequence[dict[str, str]] | None = None, *, k: in
 def stream(question: str, history: Sequence[dict[str, str]] | None = None, *, k: int | None = None,
            model: str | None = None, index_dir: str | Path | None = None,
            settings: Settings | None = None, llm_options: dict[str, Any] | None = None
-           ) -> Iterator[str | Answer]:
+           ) -> AnswerStream:
     return _shared_index(index_dir, settings).stream(question, history, k=k, model=model,
                                                      llm_options=llm_options)

@@ -48,6 +48,11 @@ def normalize(text: str) -> str:
     return text.translate(_CHAR_MAP).casefold()
 
 
+def strip_diacritics(text: str) -> str:
+    """Diacritics and tatweel removed; letters (ة, ى, hamza forms) kept as written."""
+    return _DIACRITICS.sub("", text).replace(_TATWEEL, "")
+
+
 def fold(text: str) -> tuple[str, list[int]]:
     """`normalize` for matching quotes, one character at a time, keeping where each folded
     character came from: positions[i] is the index in `text` of folded[i]. Whitespace runs

@@ -139,14 +139,13 @@ def cmd_ask(args: argparse.Namespace, settings: Settings) -> int:
     if args.json:
         _print_json(index.ask(args.question, k=args.k, model=args.model).to_dict())
         return 0
-    answer, streamed = None, []
-    for item in index.stream(args.question, k=args.k, model=args.model):
-        if isinstance(item, str):
-            streamed.append(item)
-            print(item, end="", flush=True)
-        else:
-            answer = item
+    stream = index.stream(args.question, k=args.k, model=args.model)
+    streamed = []
+    for piece in stream:
+        streamed.append(piece)
+        print(piece, end="", flush=True)
     print()
+    answer = stream.answer()
     if answer.answer.strip() != "".join(streamed).strip():
         # verification changed the generated text (quotes rewritten or removed, bad [n] dropped)
         print("\nVerified answer:\n" + answer.answer)
@@ -164,23 +163,32 @@ def cmd_eval(args: argparse.Namespace, settings: Settings) -> int:
 
     dataset = load_dataset(args.dataset, args.corpus)
     index = prepare_index(dataset, settings, notify=_say)
-    result = evaluate(dataset, index, k=args.k, mode=args.mode)
-    if args.answers or dataset.documents is None:
-        result["answers"] = answer_metrics(dataset, index, model=args.model, limit=args.limit)
+    if dataset.conversations:
+        # a follow-up alone is not a retrieval query: conversations are scored by their answers
+        result = {"dataset": dataset.name, "n_questions": len(dataset.questions),
+                  "answers": answer_metrics(dataset, index, model=args.model, limit=args.limit)}
+    else:
+        result = evaluate(dataset, index, k=args.k, mode=args.mode)
+        if args.answers or dataset.documents is None or any(q.uncovered or q.expected_docs
+                                                             for q in dataset.questions):
+            result["answers"] = answer_metrics(dataset, index, model=args.model, limit=args.limit)
     if args.json:
         _print_json(result)
         return 0
-    print(f"{result['dataset']}: {result['n_questions']} questions, {result['n_documents']} documents, "
-          f"mode {result['mode']}")
-    header = ["", "n", "R@1", "R@5", "R@10", "MRR@10"]
-    rows = [["all", result]] + [[lang, m] for lang, m in result["by_language"].items()]
-    print("  ".join(f"{h:>7}" for h in header))
-    for label, m in rows:
-        print("  ".join(f"{v:>7}" for v in [label, m["n_questions"], m["recall@1"], m["recall@5"],
-                                             m["recall@10"], m["mrr@10"]]))
-    print(f"latency p50 {result['p50_ms']} ms, p95 {result['p95_ms']} ms")
-    if "n_unanswerable" in result:
-        print(f"unanswerable questions (not in the retrieval metrics): {result['n_unanswerable']}")
+    if not dataset.conversations:
+        print(f"{result['dataset']}: {result['n_questions']} questions, {result['n_documents']} documents, "
+              f"mode {result['mode']}")
+        header = ["", "n", "R@1", "R@5", "R@10", "MRR@10"]
+        rows = [["all", result]] + [[lang, m] for lang, m in result["by_language"].items()]
+        print("  ".join(f"{h:>7}" for h in header))
+        for label, m in rows:
+            print("  ".join(f"{v:>7}" for v in [label, m["n_questions"], m["recall@1"], m["recall@5"],
+                                                 m["recall@10"], m["mrr@10"]]))
+        print(f"latency p50 {result['p50_ms']} ms, p95 {result['p95_ms']} ms")
+        if "n_unanswerable" in result:
+            print(f"unanswerable questions (not in the retrieval metrics): {result['n_unanswerable']}")
+    else:
+        print(f"{result['dataset']}: {result['n_questions']} conversations")
     if "answers" in result:
         print("answers: " + ", ".join(f"{key} {value}" for key, value in result["answers"].items()))
     return 0

@@ -1,55 +1,79 @@
-"""`rag eval`: retrieval (and answer) quality on a question set, with the production code path.
+"""`rag eval`: retrieval and answer quality on a question set, with the production code path.
 
 Datasets:
   - SQuAD-format JSON (XQuAD, ARCD): articles → paragraphs → qas. Every unique paragraph of the
     dataset and of the `--corpus` files becomes one document (title = article title) in an index
     built for the evaluation; a question's gold document is the paragraph it was asked on.
-  - JSONL like tests/data/eval/seeds_qa_dev.jsonl (question, lang, doc, answer, answerable);
-    `--corpus` names the document folders, whose ids the `doc` fields refer to.
+  - JSONL questions (tests/data/eval/seeds_qa_dev.jsonl): question, lang, doc (one id, a list
+    of acceptable ids, or null when unanswerable), answer (one string or a list), and optionally
+    uncovered (terms the articles never mention) and docs (the articles a summary or comparison
+    should quote). `--corpus` names the document folders whose ids `doc` refers to — or SQuAD
+    files, whose qas a row names by `id` (its gold paragraph and answers then come from there;
+    tests/data/eval/xquad_en_questions.jsonl holds English questions of XQuAD this way).
+  - JSONL conversations: rows with `turns` (earlier questions, then the scored last one with its
+    doc and answer) and `kind` (follow-up or switch). The turns are asked in order, each with the
+    previous ones as history, like the chat does.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import re
 import statistics
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from .api import Index
-from .arabic import find_folded, has_arabic
+from .arabic import find_folded, has_arabic, normalize
 from .config import Settings
 from .errors import ConfigError
+from .types import Answer
 
-STRIP = " \t\n-–—"
+STRIP = " \t\n-–—\u200f\u200e"
 
 
 @dataclass(frozen=True)
 class Question:
     qid: str
     question: str
-    gold_doc: str | None
+    gold_docs: tuple[str, ...]  # empty: the corpus does not answer it
     answers: tuple[str, ...]
     lang: str
+    uncovered: tuple[str, ...] = ()
+    expected_docs: tuple[str, ...] = ()  # a summary/comparison should quote each of these
+    history: tuple[str, ...] = ()  # earlier questions of the conversation, asked first
+    kind: str | None = None  # conversations: follow-up or switch
 
     @property
     def answerable(self) -> bool:
-        return self.gold_doc is not None
+        return bool(self.gold_docs)
+
+    @property
+    def gold_doc(self) -> str | None:
+        return self.gold_docs[0] if self.gold_docs else None
 
 
 @dataclass(frozen=True)
 class Dataset:
     name: str
     questions: list[Question]
-    documents: list[dict[str, str]] | None  # SQuAD: the paragraphs as records; JSONL: None
+    documents: list[dict[str, str]] | None  # SQuAD paragraphs as records; None: corpus folders
     corpus_paths: list[Path]
+    conversations: bool = False
 
 
 def _lang(text: str, given: str | None = None) -> str:
     return given or ("ar" if has_arabic(text) else "en")
+
+
+def _strings(value: Any) -> tuple[str, ...]:
+    if value in (None, ""):
+        return ()
+    return (value,) if isinstance(value, str) else tuple(str(v) for v in value)
 
 
 def load_dataset(path: Path, corpus: Sequence[Path] = ()) -> Dataset:
@@ -64,23 +88,39 @@ def _load_jsonl(path: Path, corpus: Sequence[Path]) -> Dataset:
     if not corpus:
         raise ConfigError(f"{path} is a question list: name the documents it asks about with "
                           "--corpus FOLDER (e.g. --corpus seeds)")
+    squad_files = [p for p in corpus if p.is_file() and p.suffix.lower() == ".json"]
+    squad = _squad_corpus(squad_files) if squad_files else None
     questions = []
     for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
         if not line.strip():
             continue
         try:
             row = json.loads(line)
-            text = row["question"].strip(STRIP)
-        except (ValueError, KeyError, AttributeError):
-            raise ConfigError(f"{path}:{number} is not a question record with a `question` field") from None
-        answerable = row.get("answerable", row.get("doc") is not None)
-        answers = row.get("answer") or ()
+            turns = row.get("turns") or [row]
+            last = turns[-1]
+            text = last["question"].strip(STRIP)
+            history = tuple(t["question"].strip(STRIP) for t in turns[:-1])
+        except (ValueError, KeyError, AttributeError, TypeError):
+            raise ConfigError(f"{path}:{number} is not a question record with a `question` field "
+                              "(or a conversation with `turns`)") from None
+        qid = str(row.get("id", number))
+        gold, answers = _strings(last.get("doc")), _strings(last.get("answer"))
+        if squad is not None:
+            if qid not in squad.gold:
+                files = ", ".join(map(str, squad_files))
+                raise ConfigError(f"{path}:{number}: id {qid!r} is not a question of {files}")
+            gold, answers = (squad.gold[qid],), answers or squad.answers[qid]
+        if not last.get("answerable", bool(gold)):
+            gold = ()
         questions.append(Question(
-            qid=str(row.get("id", number)), question=text,
-            gold_doc=row.get("doc") if answerable else None,
-            answers=tuple([answers] if isinstance(answers, str) else answers),
-            lang=_lang(text, row.get("lang"))))
-    return Dataset(path.name, questions, None, list(corpus))
+            qid=qid, question=text, gold_docs=gold, answers=answers,
+            lang=_lang(text, last.get("lang", row.get("lang"))),
+            uncovered=_strings(last.get("uncovered")), expected_docs=_strings(last.get("docs")),
+            history=history, kind=row.get("kind")))
+    conversations = any(q.history for q in questions)
+    if squad is not None:
+        return Dataset(path.name, questions, squad.documents, [], conversations)
+    return Dataset(path.name, questions, None, list(corpus), conversations)
 
 
 def _squad_paragraphs(path: Path) -> list[tuple[str, str, list[dict]]]:
@@ -92,29 +132,49 @@ def _squad_paragraphs(path: Path) -> list[tuple[str, str, list[dict]]]:
         raise ConfigError(f"{path} is not SQuAD-format JSON (data → paragraphs → context/qas): {exc}") from None
 
 
-def _load_squad(path: Path, corpus: Sequence[Path]) -> Dataset:
-    ids: dict[str, str] = {}
-    documents = []
-    questions = []
+@dataclass
+class _SquadCorpus:
+    documents: list[dict[str, str]] = field(default_factory=list)
+    ids: dict[str, str] = field(default_factory=dict)  # paragraph text → doc id
+    gold: dict[str, str] = field(default_factory=dict)  # question id → doc id
+    answers: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    rows: list[tuple[str, str, list[dict]]] = field(default_factory=list)  # (doc id, title, qas)
 
-    def doc_id_for(title: str, context: str) -> str:
+    def add(self, title: str, context: str, qas: list[dict]) -> str:
         key = context.strip()
-        if key not in ids:
-            ids[key] = f"p{len(ids) + 1:05d}"
-            documents.append({"id": ids[key], "title": title.replace("_", " "), "text": context})
-        return ids[key]
+        if key not in self.ids:
+            self.ids[key] = f"p{len(self.ids) + 1:05d}"
+            self.documents.append({"id": self.ids[key], "title": title.replace("_", " "), "text": context})
+        doc_id = self.ids[key]
+        for qa in qas:
+            self.gold[str(qa.get("id"))] = doc_id
+            self.answers[str(qa.get("id"))] = tuple(a["text"] for a in qa.get("answers", []))
+        self.rows.append((doc_id, title, qas))
+        return doc_id
 
+
+def _squad_corpus(paths: Sequence[Path]) -> _SquadCorpus:
+    corpus = _SquadCorpus()
+    for path in paths:
+        for title, context, qas in _squad_paragraphs(path):
+            corpus.add(title, context, qas)
+    return corpus
+
+
+def _load_squad(path: Path, corpus: Sequence[Path]) -> Dataset:
+    squad = _SquadCorpus()
+    questions = []
     for title, context, qas in _squad_paragraphs(path):
-        gold = doc_id_for(title, context)
+        gold = squad.add(title, context, qas)
         for qa in qas:
             text = qa["question"].strip(STRIP)
             answers = tuple(a["text"] for a in qa.get("answers", []))
             questions.append(Question(qid=str(qa.get("id", len(questions))), question=text,
-                                      gold_doc=gold, answers=answers, lang=_lang(text)))
+                                      gold_docs=(gold,), answers=answers, lang=_lang(text)))
     for extra in corpus:
         for title, context, _ in _squad_paragraphs(extra):
-            doc_id_for(title, context)
-    return Dataset(path.name, questions, documents, [])
+            squad.add(title, context, [])
+    return Dataset(path.name, questions, squad.documents, [])
 
 
 def prepare_index(dataset: Dataset, settings: Settings, notify: Callable[[str], None]) -> Index:
@@ -143,9 +203,9 @@ def prepare_index(dataset: Dataset, settings: Settings, notify: Callable[[str], 
     return index
 
 
-def _rank_of(gold: str | None, doc_ids: list[str]) -> int | None:
+def _rank_of(gold: Sequence[str], doc_ids: list[str]) -> int | None:
     ranked = list(dict.fromkeys(doc_ids))
-    return ranked.index(gold) + 1 if gold in ranked else None
+    return next((i for i, doc in enumerate(ranked, start=1) if doc in gold), None)
 
 
 def retrieval_metrics(ranks: list[int | None], latencies_ms: list[float] | None = None) -> dict[str, Any]:
@@ -159,58 +219,156 @@ def retrieval_metrics(ranks: list[int | None], latencies_ms: list[float] | None 
     return out
 
 
+def percentile(values: list[float], q: float) -> float | None:
+    if not values:
+        return None
+    ordered = sorted(values)
+    return round(ordered[max(0, int(round(q * len(ordered))) - 1)], 1)
+
+
 def _p50_p95(latencies_ms: list[float]) -> tuple[float | None, float | None]:
     if not latencies_ms:
         return None, None
-    ordered = sorted(latencies_ms)
-    return (round(statistics.median(ordered), 1),
-            round(ordered[max(0, int(round(0.95 * len(ordered))) - 1)], 1))
+    return round(statistics.median(latencies_ms), 1), percentile(latencies_ms, 0.95)
+
+
+# ----------------------------------------------------------------------------- answers
+
+_PUNCTUATION = re.compile(r"[^\w\s]|_")
+
+
+def answer_tokens(text: str) -> list[str]:
+    """SQuAD-style answer tokens with Arabic normalization: diacritics, alef forms, ى/ة and
+    Latin case folded, punctuation dropped."""
+    return _PUNCTUATION.sub(" ", normalize(text)).split()
+
+
+def f1_score(prediction: str, gold: str) -> float:
+    predicted, expected = answer_tokens(prediction), answer_tokens(gold)
+    if not predicted or not expected:
+        return float(predicted == expected)
+    common = sum(min(predicted.count(t), expected.count(t)) for t in set(predicted))
+    if not common:
+        return 0.0
+    precision, recall = common / len(predicted), common / len(expected)
+    return 2 * precision * recall / (precision + recall)
+
+
+def contains_answer(quote: str, gold: str) -> bool:
+    gold = gold.strip(" .،,؛:;\"'«»“”()")
+    return bool(gold) and find_folded(quote, gold) is not None
+
+
+def history_of(answer: Answer) -> list[dict[str, Any]]:
+    """One finished turn as the history entries the next question gets (as the chat keeps it)."""
+    return [{"role": "user", "content": answer.question},
+            {"role": "assistant", "content": answer.answer,
+             "doc_ids": list(dict.fromkeys(c.doc_id for c in answer.citations))}]
+
+
+def ask_in_context(index: Index, q: Question, model: str | None = None) -> tuple[Answer, float]:
+    """Ask the earlier turns of the question's conversation first, then the question; returns
+    the answer and the time of the last turn alone."""
+    history: list[dict[str, Any]] = []
+    for earlier in q.history:
+        history += history_of(index.ask(earlier, history=history, model=model))
+    began = time.perf_counter()
+    answer = index.ask(q.question, history=history or None, model=model)
+    return answer, (time.perf_counter() - began) * 1000
 
 
 def answer_metrics(dataset: Dataset, index: Index, *, model: str | None = None,
                    limit: int | None = None) -> dict[str, Any]:
-    """Run the answerer on every question: is a gold answer inside a cited quote, are the
-    refusals right, and is every quote verbatim at its offsets in the stored document."""
+    """Run the answerer on every question: is a gold answer inside a cited quote (the first
+    one, any one), how long are the quotes, are refusals right, is every quote verbatim at its
+    offsets, how good are the stated facts, and are uncovered terms reported."""
     questions = dataset.questions[:limit] if limit else dataset.questions
-    answered_with_gold = answerable = refused_right = refused_wrong = unanswerable = 0
-    quotes = verified = 0
-    latencies = []
+    counts = dict.fromkeys(("answerable", "gold_any", "gold_first", "refused_right", "refused_wrong",
+                            "unanswerable", "quotes", "verified", "facts", "uncovered_expected",
+                            "uncovered_found", "uncovered_false", "uncovered_checked", "expected_docs",
+                            "expected_docs_cited", "gold_doc_first", "switch", "switch_same"), 0)
+    fact_f1: list[float] = []
+    quoted_chars: list[int] = []
+    latencies: list[float] = []
     store = index.store
     documents: dict[str, str] = {}
+    if questions:
+        index.ask(questions[0].question, model=model)  # warm up (model, caches)
     for q in questions:
-        began = time.perf_counter()
-        answer = index.ask(q.question, model=model)
-        latencies.append((time.perf_counter() - began) * 1000)
+        answer, elapsed = ask_in_context(index, q, model)
+        latencies.append(elapsed)
         for c in answer.citations:
-            quotes += 1
+            counts["quotes"] += 1
             if c.doc_id not in documents:
                 documents[c.doc_id] = store.document(c.doc_id).text
-            verified += documents[c.doc_id][c.start:c.end] == c.quote
-        if q.answerable:
-            answerable += 1
-            refused_wrong += answer.refused
-            answered_with_gold += any(_contains(c.quote, a) for c in answer.citations for a in q.answers)
+            counts["verified"] += documents[c.doc_id][c.start:c.end] == c.quote
+        if answer.citations:
+            quoted_chars.append(sum(len(c.quote) for c in answer.citations))
+        if q.kind == "switch":
+            counts["switch"] += 1
+            fresh = index.ask(q.question, model=model)
+            counts["switch_same"] += [p.chunk_id for p in fresh.passages] == [p.chunk_id for p in answer.passages]
+        if not q.answerable:
+            counts["unanswerable"] += 1
+            counts["refused_right"] += answer.refused
+            continue
+        counts["answerable"] += 1
+        counts["refused_wrong"] += answer.refused
+        counts["gold_any"] += any(contains_answer(c.quote, a) for c in answer.citations for a in q.answers)
+        counts["gold_first"] += bool(answer.citations) and any(
+            contains_answer(answer.citations[0].quote, a) for a in q.answers)
+        counts["gold_doc_first"] += bool(answer.citations) and answer.citations[0].doc_id in q.gold_docs
+        if answer.fact is not None:
+            counts["facts"] += 1
+            fact_f1.append(max((f1_score(answer.fact.text, a) for a in q.answers), default=0.0))
+        cited_docs = {c.doc_id for c in answer.citations}
+        counts["expected_docs"] += len(q.expected_docs)
+        counts["expected_docs_cited"] += len(set(q.expected_docs) & cited_docs)
+        if q.uncovered:
+            counts["uncovered_expected"] += len(q.uncovered)
+            counts["uncovered_found"] += sum(any(_same_term(term, found) for found in answer.uncovered)
+                                             for term in q.uncovered)
         else:
-            unanswerable += 1
-            refused_right += answer.refused
-    refused = refused_right + refused_wrong
+            counts["uncovered_checked"] += 1
+            counts["uncovered_false"] += bool(answer.uncovered)
+    refused = counts["refused_right"] + counts["refused_wrong"]
     p50, p95 = _p50_p95(latencies)
-    return {
-        "answer_in_cited_quote": round(answered_with_gold / answerable, 4) if answerable else None,
-        "false_refusals": refused_wrong,
-        "refusal_precision": round(refused_right / refused, 4) if refused else None,
-        "refusal_recall": round(refused_right / unanswerable, 4) if unanswerable else None,
-        "verified_quotes": round(verified / quotes, 4) if quotes else None,
-        "n_quotes": quotes,
+
+    def share(part: str, whole: str) -> float | None:
+        return round(counts[part] / counts[whole], 4) if counts[whole] else None
+
+    result = {
+        "answer_in_cited_quote": share("gold_any", "answerable"),
+        "answer_in_first_quote": share("gold_first", "answerable"),
+        "gold_article_cited_first": share("gold_doc_first", "answerable"),
+        "median_quoted_chars": statistics.median(quoted_chars) if quoted_chars else None,
+        "false_refusals": counts["refused_wrong"],
+        "refusal_precision": round(counts["refused_right"] / refused, 4) if refused else None,
+        "refusal_recall": share("refused_right", "unanswerable"),
+        "verified_quotes": share("verified", "quotes"),
+        "n_quotes": counts["quotes"],
+        "fact_rate": share("facts", "answerable"),
+        "fact_f1": round(statistics.mean(fact_f1), 4) if fact_f1 else None,
         "answer_p50_ms": p50,
         "answer_p95_ms": p95,
     }
+    if counts["uncovered_expected"]:
+        result["uncovered_recall"] = share("uncovered_found", "uncovered_expected")
+    if counts["uncovered_checked"]:
+        result["uncovered_false_alarms"] = share("uncovered_false", "uncovered_checked")
+    if counts["expected_docs"]:
+        result["expected_articles_cited"] = share("expected_docs_cited", "expected_docs")
+    if counts["switch"]:
+        result["switch_same_passages_as_fresh_chat"] = share("switch_same", "switch")
+    return result
 
 
-def _contains(quote: str, gold: str) -> bool:
-    gold = gold.strip(" .،,؛:;\"'«»“”()")
-    return bool(gold) and find_folded(quote, gold) is not None
+def _same_term(expected: str, found: str) -> bool:
+    a, b = " ".join(answer_tokens(expected)), " ".join(answer_tokens(found))
+    return bool(a and b) and (a in b or b in a)
 
+
+# ----------------------------------------------------------------------------- retrieval
 
 def evaluate(dataset: Dataset, index: Index, *, k: int = 10, mode: str | None = None) -> dict[str, Any]:
     answerable = [q for q in dataset.questions if q.answerable]
@@ -221,7 +379,7 @@ def evaluate(dataset: Dataset, index: Index, *, k: int = 10, mode: str | None = 
         began = time.perf_counter()
         passages = index.search(q.question, k=k, mode=mode)
         latencies.append((time.perf_counter() - began) * 1000)
-        ranks[q.qid] = _rank_of(q.gold_doc, [p.doc_id for p in passages])
+        ranks[q.qid] = _rank_of(q.gold_docs, [p.doc_id for p in passages])
 
     result = retrieval_metrics([ranks[q.qid] for q in answerable], latencies)
     result.update({"dataset": dataset.name, "mode": mode or index.settings.search_mode, "k": k,

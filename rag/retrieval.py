@@ -17,6 +17,7 @@ refuse when the evidence is weak.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -25,12 +26,13 @@ from .arabic import has_arabic, lexical_tokens
 from .chunking import lexical_terms
 from .embeddings import Embedder
 from .store import Store
-from .types import Passage, StoredChunk
+from .types import Passage, Sentence, StoredChunk
 
 MODES = ("hybrid", "dense", "bm25")
 DENSE_WEIGHT = 0.5
 CANDIDATE_DEPTH = 100
 SAME_DOCUMENT_PENALTY = 0.15
+PREFERRED_DOCUMENT_BONUS = 0.1  # follow-ups favour the articles the previous turn cited
 MAX_MERGED_CHUNKS = 3
 
 # Relevance calibration: class-balanced logistic regressions fitted by bench/calibrate.py on
@@ -53,12 +55,23 @@ def coverage(idf: dict[str, float], present: set[str]) -> float:
 
 
 @dataclass(frozen=True)
+class Evidence:
+    """What the answer stage may quote from one retrieved passage: the passage, the whole text
+    of its document (quotes are located and cited in it) and the passage's stored sentences."""
+
+    passage: Passage
+    document: str
+    sentences: tuple[Sentence, ...]
+
+
+@dataclass(frozen=True)
 class Retrieval:
     passages: list[Passage]
     query_coverage: float  # share of the question's lexical weight that occurs in the corpus
     query_vector: np.ndarray | None = None
     idf: dict[str, float] = field(default_factory=dict)  # the question's lexical tokens
     baseline: float = 0.0  # the question's typical cosine (mean over its best chunks)
+    evidence: list[Evidence] = field(default_factory=list)  # one per passage, same order
 
 
 @dataclass
@@ -77,7 +90,8 @@ class Retriever:
     def search(self, query: str, k: int = 5, mode: str = "hybrid") -> list[Passage]:
         return self.retrieve(query, k, mode).passages
 
-    def retrieve(self, query: str, k: int = 5, mode: str = "hybrid") -> Retrieval:
+    def retrieve(self, query: str, k: int = 5, mode: str = "hybrid", prefer: Sequence[str] = ()) -> Retrieval:
+        """The k best passages for `query`; chunks of the `prefer` articles get a bonus."""
         query = query.strip()
         if not query or k <= 0 or self.store.size == 0:
             return Retrieval([], 0.0)
@@ -101,6 +115,8 @@ class Retriever:
 
         fused = self._fuse(mode, candidate_ids, dense, cosines, bm25, coverage)
         rows = self.store.chunks(candidate_ids)
+        if prefer:
+            fused = {i: score + PREFERRED_DOCUMENT_BONUS * (rows[i].doc_id in prefer) for i, score in fused.items()}
         candidates = sorted(
             (_Candidate(rows[i], fused[i], cosines[i], bm25.get(i)) for i in candidate_ids),
             key=lambda c: -c.fused)
@@ -108,7 +124,19 @@ class Retriever:
         typical = sorted(cosines.values(), reverse=True)[:BASELINE_DEPTH]
         baseline = sum(typical) / len(typical) if typical else 0.0
         passages = [self._passage(query, group, idf, coverage, baseline) for group in selected]
-        return Retrieval(passages, coverage, query_vector, idf, baseline)
+        return Retrieval(passages, coverage, query_vector, idf, baseline, self.evidence(passages))
+
+    def evidence(self, passages: list[Passage]) -> list[Evidence]:
+        documents: dict[str, str] = {}
+        out = []
+        for passage in passages:
+            if passage.doc_id not in documents:
+                doc = self.store.document(passage.doc_id)
+                documents[passage.doc_id] = doc.text if doc is not None else ""
+            sentences = tuple(Sentence(start, end, vector) for start, end, vector
+                              in self.store.sentences_in(passage.doc_id, passage.start, passage.end))
+            out.append(Evidence(passage, documents[passage.doc_id], sentences))
+        return out
 
     # ------------------------------------------------------------------ scoring
 

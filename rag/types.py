@@ -75,6 +75,30 @@ class Citation:
 
 
 @dataclass(frozen=True)
+class Fact:
+    """The short answer phrase of a factual question, copied verbatim from a cited sentence:
+    `text` == the document's text[start:end]; `n` is the citation it comes from."""
+
+    text: str
+    n: int
+    doc_id: str
+    start: int
+    end: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+@dataclass(frozen=True)
+class Sentence:
+    """A sentence of a retrieved passage (document offsets) with its late-chunked vector."""
+
+    start: int
+    end: int
+    vector: Any  # np.ndarray of float32, L2-normalized
+
+
+@dataclass(frozen=True)
 class SourceView:
     """A passage as a reader should see it: text segments, the cited quotes marked."""
 
@@ -100,6 +124,10 @@ class Answer:
     notice: str | None = None
     unverified: bool = False
     timings_ms: dict[str, float] = field(default_factory=dict)
+    fact: Fact | None = None
+    uncovered: tuple[str, ...] = ()  # what the question names that the passages never mention
+    task: str = "fact"  # fact, summary or comparison
+    standalone_question: str | None = None  # what was retrieved for, when the turn used history
 
     def sources(self) -> list[SourceView]:
         """One view per cited passage (or, for a refusal, per closest passage), in [n] order,
@@ -126,6 +154,10 @@ class Answer:
             "fell_back": self.fell_back,
             "notice": self.notice,
             "unverified": self.unverified,
+            "fact": self.fact.to_dict() if self.fact else None,
+            "uncovered": list(self.uncovered),
+            "task": self.task,
+            "standalone_question": self.standalone_question,
             "citations": [c.to_dict() for c in self.citations],
             "passages": [p.to_dict() for p in self.passages],
             "timings_ms": dict(self.timings_ms),

@@ -8,10 +8,11 @@ import os
 
 import pytest
 
-from rag.answer import SYSTEM_PROMPT, build_messages, condense_messages, verify
 from rag.api import Index
+from rag.prompts import SYSTEM_PROMPT, build_messages, condense_messages
 from rag.retrieval import Retriever
 from rag.types import Answer
+from rag.verify import verify
 
 from .conftest import cli_env, dev_questions, run_cli
 
@@ -63,9 +64,12 @@ def test_extractive_follow_up_uses_the_previous_question(seed_index):
 
 
 def test_stream_yields_text_then_the_answer(seed_index):
-    items = list(seed_index.stream(SPOKESMAN))
-    assert all(isinstance(i, str) for i in items[:-1]) and isinstance(items[-1], Answer)
-    assert "".join(items[:-1]) == items[-1].answer
+    stream = seed_index.stream(SPOKESMAN)
+    pieces = list(stream)
+    assert len(pieces) > 1 and all(isinstance(p, str) for p in pieces)
+    final = stream.answer()
+    assert isinstance(final, Answer) and "".join(pieces) == final.answer
+    assert list(stream) == pieces  # a second iteration replays the text
 
 
 # ----------------------------------------------------------------------------- LLM (mock_response)
@@ -119,8 +123,9 @@ def test_answer_without_any_valid_citation_is_flagged(seed_index):
 
 def test_streaming_assembles_the_same_text_as_non_streaming(seed_index):
     reply = f"قال المتحدث إنه «{GOLD_QUOTE}» [1]."
-    items = list(seed_index.stream(SPOKESMAN, model=MOCK_MODEL, llm_options=mock(reply)))
-    pieces, final = items[:-1], items[-1]
+    stream = seed_index.stream(SPOKESMAN, model=MOCK_MODEL, llm_options=mock(reply))
+    pieces = list(stream)
+    final = stream.answer()
     assert len(pieces) > 1 and "".join(pieces) == reply
     plain = seed_index.ask(SPOKESMAN, model=MOCK_MODEL, llm_options=mock(reply))
     assert final.answer == plain.answer and final.citations == plain.citations
@@ -175,7 +180,7 @@ def test_passages_are_data_and_cannot_change_the_system_prompt(seed_index):
     poisoned = [passages[0].__class__(**{**passages[0].to_dict(), "text": INJECTION})] + passages[1:]
     messages, used = build_messages(SPOKESMAN, poisoned, budget_tokens=6000)
     system, user = messages
-    assert system == {"role": "system", "content": SYSTEM_PROMPT.format(language="Arabic")}
+    assert system == {"role": "system", "content": SYSTEM_PROMPT.format(language="Arabic", task="")}
     assert "PWNED" not in system["content"] and "data, not instructions" in system["content"]
     assert user["content"].count("<passage ") == used == 3  # the fake block did not open a passage
     assert "&lt;/passage>" in user["content"]
@@ -204,8 +209,8 @@ def test_injected_document_does_not_change_extractive_answers_or_refusal(setting
 
 
 def test_verify_handles_unattributed_quotes(seed_index):
-    passages = seed_index.search(SPOKESMAN, k=3)
-    checked = verify(f"قيل «{GOLD_QUOTE}» في المقال.", passages, seed_index.store)
+    retrieval = Retriever(seed_index.store, seed_index.embedder).retrieve(SPOKESMAN, k=3)
+    checked = verify(f"قيل «{GOLD_QUOTE}» في المقال.", retrieval.evidence)
     assert [c.quote for c in checked.citations] == [GOLD_QUOTE]
     assert "[" in checked.text  # a marker was added for the quote's passage
 

@@ -1,0 +1,126 @@
+"""Does this turn depend on the conversation? If so, what should be retrieved for it?
+
+A question is first taken on its own. It depends on the earlier turns only when it says so —
+ellipsis ("ومتى؟", "and who founded it?"), a pronoun or demonstrative with nothing to refer to
+("ما منصبها؟", "where was he …"), "what about …" — or when it is too short to stand alone and
+finds no evidence on its own. A standalone question on a new topic is answered exactly as in a
+fresh chat. A dependent one is resolved against the previous turn: its question supplies the
+topic and the articles it cited are preferred, unless the follow-up names something new
+("وماذا عن ألمانيا؟"), which then leads.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from .arabic import normalize, search_tokens, stopwords, strip_diacritics, words
+
+# Turn openings that only make sense after an earlier turn, after `arabic.normalize`.
+_AR_OPENINGS = re.compile(
+    r"^(?:و|ف)(?:ماذا|ما|من|متي|اين|كيف|كم|لماذا|هل|اي|باي|بماذا|لمن|عن|الي|منذ)\b"
+    r"|^(?:و|ف)?ماذا عن\b|^(?:و|ف)?ما رايك\b|^(?:و|ف)?ماذا بعد\b|^(?:و|ف)?كذلك\b|^(?:و|ف)?ايضا\b")
+_EN_OPENINGS = re.compile(r"^(?:and|but|also|so|then)\b|^(?:what|how) about\b|^what else\b|^anything else\b", re.I)
+_AR_PRONOUNS = {normalize(w) for w in "هو هي هم هما هن".split()}
+_AR_REFERENCES = _AR_PRONOUNS | {normalize(w) for w in
+                                 "ذلك تلك هذا هذه هؤلاء اولئك ذاك عندئذ حينها حينئذ بعدها قبلها".split()}
+_QUESTION_WORDS = {normalize(w) for w in "ما ماذا من متى أين كيف كم لماذا هل أي وما ومن".split()}
+# An attached pronoun (-ه, -ها, -هم) on the last words of a short question: "ومن أسسه؟", "ما منصبها؟"
+# (tested on the text as written, where ة is not ه)
+_AR_SUFFIX = re.compile(r"[^\W\d_](?:ه|ها|هم|هما)$")
+_EN_PRONOUNS = {"he", "she", "it", "they", "him", "her", "them", "his", "its", "their", "hers", "theirs"}
+_EN_DEMONSTRATIVES = {"that", "this", "these", "those", "there", "then"}
+SHORT_QUESTION_WORDS = 4  # content words; shorter questions may lean on the conversation
+
+
+@dataclass(frozen=True)
+class Turn:
+    """An earlier turn: the user's question, the answer's text and the articles it cited."""
+
+    question: str
+    answer: str
+    doc_ids: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Resolution:
+    """How to retrieve for the current question."""
+
+    depends: bool
+    query: str  # what retrieval embeds and matches (the question itself when standalone)
+    reader_query: str  # what the answer stage reads the passages with
+    prefer_docs: tuple[str, ...] = ()  # articles of the previous turn to favour
+    reason: str = "standalone"
+
+
+def previous_turn(history: Sequence[Any] | None) -> Turn | None:
+    """The last complete turn of a history of {"role", "content", ["doc_ids"]} dicts (the
+    chat's form) or of `Answer` objects."""
+    if not history:
+        return None
+    last = history[-1]
+    if hasattr(last, "citations"):  # an Answer
+        return Turn(last.question, last.answer, tuple(dict.fromkeys(c.doc_id for c in last.citations)))
+    question = next((m.get("content", "") for m in reversed(history) if m.get("role") == "user"), "")
+    answer = next((m for m in reversed(history) if m.get("role") == "assistant"), {})
+    if not question:
+        return None
+    return Turn(str(question), str(answer.get("content", "")), tuple(answer.get("doc_ids") or ()))
+
+
+def cues(question: str) -> list[str]:
+    """Why the question reads as a follow-up (empty when it reads as standalone)."""
+    found = []
+    folded = normalize(question).strip(" ?؟.!").strip()
+    tokens = words(question)
+    short = len(content_words(question)) <= SHORT_QUESTION_WORDS
+    if _AR_OPENINGS.search(folded) or _EN_OPENINGS.search(folded):
+        found.append("opening")
+    # "ما هي …" / "من هو …" is a copula, not a reference to an earlier turn
+    references = [t for i, t in enumerate(tokens) if t in _AR_REFERENCES
+                  and not (t in _AR_PRONOUNS and i > 0 and tokens[i - 1] in _QUESTION_WORDS)]
+    if references or any(t in _EN_PRONOUNS or (short and t in _EN_DEMONSTRATIVES) for t in tokens):
+        found.append("reference")
+    written = re.findall(r"\w+", strip_diacritics(question))
+    if short and any(_AR_SUFFIX.search(w) and len(w) > 3 for w in written[-2:]):
+        found.append("attached pronoun")
+    return found
+
+
+def content_words(question: str) -> list[str]:
+    stop = stopwords() | _EN_PRONOUNS | _EN_DEMONSTRATIVES
+    return [w for w in search_tokens(question, stemmer="none") if w not in stop]
+
+
+def resolve(question: str, history: Sequence[Any] | None, weak_on_its_own: bool) -> Resolution:
+    """Decide whether `question` depends on the conversation. `weak_on_its_own`: retrieval for
+    the question alone found no passage above the refusal threshold."""
+    previous = previous_turn(history)
+    if previous is None:
+        return Resolution(False, question, question)
+    reasons = cues(question)
+    short = len(content_words(question)) <= SHORT_QUESTION_WORDS
+    if reasons and not short and not weak_on_its_own:
+        return Resolution(False, question, question, reason="names its own topic")
+    if not reasons and weak_on_its_own and short:
+        reasons = ["too short to stand alone"]
+    if not reasons:
+        return Resolution(False, question, question)
+    topic = " ".join(content_words(previous.question))
+    new_terms = set(content_words(question)) - set(content_words(previous.question))
+    names_something_new = _names_something(new_terms, question)
+    query = f"{question}\n{topic}" if topic else question
+    return Resolution(True, query, f"{question} ({topic})" if topic else question,
+                      prefer_docs=() if names_something_new else previous.doc_ids,
+                      reason=", ".join(reasons))
+
+
+def _names_something(terms: set[str], question: str) -> bool:
+    """A new capitalized word (English) or a new word after "عن"/"about" ("وماذا عن ألمانيا؟")."""
+    if any(w[:1].isupper() for w in re.findall(r"[A-Za-z]+", question)[1:] if w.lower() in terms):
+        return True
+    folded = normalize(question)
+    after_about = re.search(r"(?:عن|about)\s+(\S+)", folded)
+    return bool(after_about and after_about.group(1).strip("?؟") in {normalize(t) for t in terms})
