@@ -19,12 +19,14 @@ from dataclasses import replace
 from typing import Any
 
 from .conversation import resolve
+from .coverage import missing_terms, term, uncovered_terms
 from .errors import LLMError
 from .llm import LLM
 from .prompts import build_messages, condense_messages, question_language, refusal_text, text
-from .quotes import extractive_answer
+from .quotes import extractive_answer, summary_topic, task_of
+from .reader import Reader
 from .retrieval import Retrieval, Retriever
-from .types import Answer, Citation, Passage
+from .types import Answer, Citation, Fact, Passage
 from .verify import renumber, verify
 
 REFUSAL_THRESHOLD = 0.2  # on Passage.score; measured in docs/answers.md
@@ -117,11 +119,15 @@ class AsyncAnswerStream:
         return self._answer
 
 
-def stream_answer(question: str, **options) -> AnswerStream:
+def stream_answer(question: str, **options: Any) -> AnswerStream:
     return AnswerStream(generate(question, **options))
 
 
-def generate(question: str, *, retriever: Retriever, k: int, llm: LLM | None,
+SUMMARY_K = 8  # a summary looks at more passages, to reach every article that speaks to it
+SIDE_K = 3
+
+
+def generate(question: str, *, retriever: Retriever, k: int, llm: LLM | None, reader: Reader | None = None,
              history: Sequence[Any] | None = None, context_tokens: int = 6000,
              refusal_threshold: float = REFUSAL_THRESHOLD) -> Generator[str, None, Answer]:
     """Yield answer text as it is produced; return the final, verified Answer."""
@@ -133,9 +139,10 @@ def generate(question: str, *, retriever: Retriever, k: int, llm: LLM | None,
     fell_back = False
 
     t = time.perf_counter()
-    retrieval = retriever.retrieve(question, k=k)
-    weak = _weak(retrieval, refusal_threshold)
-    turn = resolve(question, history, weak_on_its_own=weak)
+    task = task_of(question)
+    depth = max(k, SUMMARY_K) if task == "summary" else k
+    retrieval = retriever.retrieve(summary_topic(question) if task == "summary" else question, k=depth)
+    turn = resolve(question, history, weak_on_its_own=_weak(retrieval, refusal_threshold))
     if turn.depends and llm is not None:
         try:
             rewritten = llm.complete(condense_messages(question, history)).strip()
@@ -144,31 +151,38 @@ def generate(question: str, *, retriever: Retriever, k: int, llm: LLM | None,
             llm, fell_back = None, True
             notice = text(lang, "fallback", model=exc.model, reason=exc.reason)
     if turn.depends:
-        retrieval = retriever.retrieve(turn.query, k=k, prefer=turn.prefer_docs)
+        retrieval = retriever.retrieve(turn.query, k=depth, prefer=turn.prefer_docs)
     timings["retrieval_ms"] = _ms(t)
-    query = turn.query
     passages = retrieval.passages
-    evidence = retrieval.evidence
     mode = "llm" if llm is not None else "extractive"
     model = llm.model if llm is not None else None
+    uncovered: list[str] = []
 
-    def finish(answer_text: str, citations: list[Citation], refused: bool = False, unverified: bool = False,
-               used: Sequence[Passage] = passages) -> Answer:
-        numbered = renumber(answer_text, citations, list(used))
+    def finish(answer_text: str, citations: list[Citation], used: Sequence[Passage], refused: bool = False,
+               unverified: bool = False, fact: Fact | None = None) -> Answer:
+        numbered = renumber(answer_text, citations, list(used), fact)
         timings["total_ms"] = _ms(began)
         return Answer(question=question, answer=numbered.text, citations=numbered.citations,
                       passages=numbered.passages, refused=refused, mode=mode, model=model, fell_back=fell_back,
                       notice=notice, unverified=unverified, timings_ms={k: round(v, 1) for k, v in timings.items()},
-                      standalone_question=query if query != question else None)
+                      fact=numbered.fact, uncovered=tuple(uncovered), task=task,
+                      standalone_question=turn.query if turn.depends else None)
 
     if _weak(retrieval, refusal_threshold):
         mode, model = "refusal", None
         refusal = refusal_text(question, passages)
         yield refusal
-        return finish(refusal, [], refused=True)
+        return finish(refusal, [], passages, refused=True)
+
+    t = time.perf_counter()
+    embed = retriever.embedder.embed_queries
+    if task != "comparison":
+        uncovered = uncovered_terms(turn.reader_query, retrieval.evidence, embed=embed)
+    timings["coverage_ms"] = _ms(t)
 
     if llm is not None:
-        messages, n_used = build_messages(turn.reader_query, passages, context_tokens)
+        messages, n_used = build_messages(turn.reader_query, passages, context_tokens, task=task,
+                                          uncovered=uncovered)
         used = passages[:n_used]
         t = time.perf_counter()
         produced: list[str] = []
@@ -184,7 +198,7 @@ def generate(question: str, *, retriever: Retriever, k: int, llm: LLM | None,
         else:
             timings["generation_ms"] = _ms(t)
             t = time.perf_counter()
-            checked = verify("".join(produced), evidence[:n_used], embed=retriever.embedder.embed_query)
+            checked = verify("".join(produced), retrieval.evidence[:n_used], embed=retriever.embedder.embed_query)
             timings["verification_ms"] = _ms(t)
             notes = []
             if checked.removed_quotes:
@@ -192,12 +206,25 @@ def generate(question: str, *, retriever: Retriever, k: int, llm: LLM | None,
             if not checked.citations:
                 notes.append(text(lang, "unverified"))
             notice = " ".join(notes) or None
-            return finish(checked.text, checked.citations, unverified=not checked.citations, used=used)
+            return finish(checked.text, checked.citations, used, unverified=not checked.citations)
 
     t = time.perf_counter()
-    answer_text, citations = extractive_answer(turn.reader_query, retrieval)
+
+    def side(query: str, name: str) -> tuple[Retrieval, bool]:
+        found = retriever.retrieve(query, k=SIDE_K)
+        covered = not _weak(found, refusal_threshold) and not missing_terms([term(name)], found.evidence, embed)
+        if not covered:
+            uncovered.append(name)
+        return found, covered
+
+    extract = extractive_answer(turn.reader_query, retrieval, reader=reader, side_retrieval=side,
+                                relevance=refusal_threshold)
+    answer_text = extract.text
+    if uncovered and task != "comparison":
+        answer_text += "\n\n" + text(lang, "uncovered", terms=text(lang, "list_sep").join(uncovered))
     timings["extraction_ms"] = _ms(t)
-    final = finish(answer_text, citations, unverified=not citations)
+    final = finish(answer_text, extract.citations, extract.passages, unverified=not extract.citations,
+                   fact=extract.fact)
     yield from _pieces(final.answer)
     return final
 

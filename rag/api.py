@@ -11,6 +11,7 @@ from .config import Settings
 from .embeddings import Embedder
 from .errors import ConfigError
 from .indexing import update_index
+from .reader import WEIGHTS, Reader
 from .retrieval import MODES, Retriever
 from .store import Store, current_generation
 from .types import Answer, Passage, UpdateReport
@@ -29,6 +30,18 @@ class Index:
         self.embedder = embedder or Embedder(self.settings)
         self._store: Store | None = None
         self._lock = threading.Lock()
+        self._reader: Reader | None = None
+
+    @property
+    def reader(self) -> Reader | None:
+        """The answer reader (loads on first use), or None when turned off or not installed."""
+        if not self.settings.answer_reader:
+            return None
+        with self._lock:
+            if self._reader is None:
+                self._reader = Reader(self.settings.models_dir, self.settings.reader_weights or WEIGHTS,
+                                      device=self.settings.device)
+        return self._reader if self._reader.available else None
 
     @property
     def index_dir(self) -> Path:
@@ -107,7 +120,8 @@ class Index:
             llm = LLM(chosen, api_base=self.settings.llm_api_base, timeout=self.settings.llm_timeout,
                       options=dict(llm_options or {}))
         return stream_answer(
-            question, retriever=Retriever(self.store, self.embedder), k=k or self.settings.k, llm=llm,
+            question, retriever=Retriever(self.store, self.embedder), reader=self.reader,
+            k=k or self.settings.k, llm=llm,
             history=history, context_tokens=self.settings.llm_context_tokens,
             refusal_threshold=(REFUSAL_THRESHOLD if self.settings.refusal_threshold is None
                                else self.settings.refusal_threshold))

@@ -77,6 +77,12 @@ class Settings:
     llm_context_tokens: int = _setting(
         6000, "Token budget (o200k_base) for the passages put into an LLM prompt.")
     max_upload_mb: float = _setting(20.0, "Largest file accepted by the chat's upload, in MB.")
+    answer_reader: bool = _setting(
+        True, "Read the best sentences with the answer reader (e5-small fine-tuned for extractive QA) "
+        "to choose the quotes and state the short answer; off: quotes by similarity only.")
+    reader_weights: Path | None = _setting(
+        None, "Weights file of the answer reader (env RAG_READER_WEIGHTS). Default: the one shipped in "
+        "rag/data, made by bench/train_reader.py.")
     refusal_threshold: float | None = _setting(
         None, "Relevance below which the answer is 'not in the sources'. "
         "Unset: the measured default for the retrieval mode.")

@@ -47,6 +47,7 @@ class Question:
     expected_docs: tuple[str, ...] = ()  # a summary/comparison should quote each of these
     history: tuple[str, ...] = ()  # earlier questions of the conversation, asked first
     kind: str | None = None  # conversations: follow-up or switch
+    group: str | None = None  # SQuAD: the article the paragraph comes from (folds split by it)
 
     @property
     def answerable(self) -> bool:
@@ -110,13 +111,14 @@ def _load_jsonl(path: Path, corpus: Sequence[Path]) -> Dataset:
                 files = ", ".join(map(str, squad_files))
                 raise ConfigError(f"{path}:{number}: id {qid!r} is not a question of {files}")
             gold, answers = (squad.gold[qid],), answers or squad.answers[qid]
+            row.setdefault("group", squad.titles[qid])
         if not last.get("answerable", bool(gold)):
             gold = ()
         questions.append(Question(
             qid=qid, question=text, gold_docs=gold, answers=answers,
             lang=_lang(text, last.get("lang", row.get("lang"))),
             uncovered=_strings(last.get("uncovered")), expected_docs=_strings(last.get("docs")),
-            history=history, kind=row.get("kind")))
+            history=history, kind=row.get("kind"), group=row.get("group")))
     conversations = any(q.history for q in questions)
     if squad is not None:
         return Dataset(path.name, questions, squad.documents, [], conversations)
@@ -138,7 +140,7 @@ class _SquadCorpus:
     ids: dict[str, str] = field(default_factory=dict)  # paragraph text → doc id
     gold: dict[str, str] = field(default_factory=dict)  # question id → doc id
     answers: dict[str, tuple[str, ...]] = field(default_factory=dict)
-    rows: list[tuple[str, str, list[dict]]] = field(default_factory=list)  # (doc id, title, qas)
+    titles: dict[str, str] = field(default_factory=dict)  # question id → article title
 
     def add(self, title: str, context: str, qas: list[dict]) -> str:
         key = context.strip()
@@ -149,7 +151,7 @@ class _SquadCorpus:
         for qa in qas:
             self.gold[str(qa.get("id"))] = doc_id
             self.answers[str(qa.get("id"))] = tuple(a["text"] for a in qa.get("answers", []))
-        self.rows.append((doc_id, title, qas))
+            self.titles[str(qa.get("id"))] = title
         return doc_id
 
 
@@ -170,7 +172,7 @@ def _load_squad(path: Path, corpus: Sequence[Path]) -> Dataset:
             text = qa["question"].strip(STRIP)
             answers = tuple(a["text"] for a in qa.get("answers", []))
             questions.append(Question(qid=str(qa.get("id", len(questions))), question=text,
-                                      gold_docs=(gold,), answers=answers, lang=_lang(text)))
+                                      gold_docs=(gold,), answers=answers, lang=_lang(text), group=title))
     for extra in corpus:
         for title, context, _ in _squad_paragraphs(extra):
             squad.add(title, context, [])

@@ -1,97 +1,387 @@
-"""The extractive answer: which sentences of the retrieved passages to quote.
+"""The extractive answer: which sentences to quote, the short answer phrase, and per-article or
+per-side grouping for summaries and comparisons.
 
-Candidates are the sentences of the retrieved passages and pairs of consecutive sentences. A
-unit's score is the cosine between the question and the stored sentence vector + lexical
-coverage of the question + the passage's relevance (docs/answers.md).
+Quotable units are whole sentences of the retrieved passages (a quote never stops inside a
+sentence, at a comma or inside a quotation). Each is first scored cheaply — the cosine between
+the question and the sentence's stored late-chunked vector, the sentence's lexical coverage of
+the question and its passage's relevance — and the best few are then read with the question by
+the answer reader (`reader`), which says whether the sentence holds the answer and where. The
+first quote is the sentence the reader trusts most; a second one is quoted only when it answers
+too. The reader's span becomes the fact line when the question asks for a fact and the reader is
+confident; otherwise only the quotes are given. Numbers: docs/answers.md.
 """
 
 from __future__ import annotations
 
+import math
+import re
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from .arabic import lexical_tokens
-from .prompts import question_language, quoted, text
-from .retrieval import Retrieval, coverage
-from .types import Citation
+import numpy as np
 
-MAX_QUOTE_SENTENCES = 3
-QUOTE_MARGIN = 0.03  # further units are quoted when their score is this close to the best
-PAIR_PENALTY = 0.005
+from .arabic import has_arabic, lexical_tokens, normalize, sentence_spans
+from .prompts import question_language, quoted, text
+from .reader import Reader, Reading
+from .retrieval import Evidence, Retrieval, coverage
+from .types import Citation, Fact, Passage
+
 SENTENCE_LEXICAL_WEIGHT = 0.1
 SENTENCE_PRIOR_WEIGHT = 0.05
+READ_SENTENCES = 8  # sentences the reader reads per question, best by the cheap score
+SHORT_SENTENCE = 60  # characters: a shorter best sentence is quoted with the one before it
+# P(the sentence holds the answer) = logistic(READER_WEIGHTS · (reader margin, cheap score, 1)),
+# fitted on cross-validated reader outputs by bench/answer_study.py.
+READER_WEIGHTS = (0.35, 6.0, -5.5)
+SECOND_QUOTE_MIN = 0.5  # probability a second sentence needs to be quoted as well
+FACT_MIN_PROBABILITY = 0.35  # reader span probability for a fact line (bench/answer_study.py)
+MAX_FACT_WORDS = 12
+FALLBACK_MARGIN = 0.03  # without a reader: further sentences this close to the best are quoted
+FALLBACK_MAX = 3
 
 
 @dataclass(frozen=True)
-class Quote:
-    """A candidate quote: one sentence, or two consecutive ones, of a retrieved passage."""
+class Unit:
+    """A quotable sentence of a retrieved passage (document offsets)."""
 
     n: int  # passage number, 1-based
     doc_id: str
     start: int
     end: int
     text: str
-    score: float
-    sentences: int
+    cheap: float
+    vector: np.ndarray | None
 
 
-def candidate_quotes(retrieval: Retrieval) -> list[Quote]:
-    """Sentences (and pairs of consecutive sentences) of the retrieved passages, best first."""
-    query_vector = retrieval.query_vector
-    idf = retrieval.idf
-    best: dict[tuple[str, int, int], Quote] = {}
+@dataclass(frozen=True)
+class Scored:
+    unit: Unit
+    score: float  # probability that the sentence holds the answer (or the cheap score, no reader)
+    reading: Reading | None
 
-    def offer(quote: Quote) -> None:
-        key = (quote.doc_id, quote.start, quote.end)
-        if key not in best or best[key].score < quote.score:
-            best[key] = quote
 
+@dataclass(frozen=True)
+class Extract:
+    """An extractive answer before numbering: text, citations, the fact, passages to show."""
+
+    text: str
+    citations: list[Citation]
+    fact: Fact | None
+    passages: list[Passage]
+
+
+# ----------------------------------------------------------------------------- units
+
+def units(retrieval: Retrieval, only: Sequence[int] | None = None) -> list[Unit]:
+    """Whole sentences of the retrieved passages (each once), with their cheap score. A sentence
+    takes the mean vector of the stored sentence units inside it (long sentences are stored as
+    clauses). `only`: passage numbers to take sentences from."""
+    query_vector, idf = retrieval.query_vector, retrieval.idf
+    out: dict[tuple[str, int, int], Unit] = {}
     for n, item in enumerate(retrieval.evidence, start=1):
-        passage = item.passage
-        previous = None
-        for sentence in item.sentences:
-            start, end = sentence.start, sentence.end
-            unit = item.document[start:end]
-            grams = set(lexical_tokens(unit))
-            cosine = float(sentence.vector @ query_vector) if query_vector is not None else 0.0
-            prior = SENTENCE_PRIOR_WEIGHT * passage.score
-            offer(Quote(n, passage.doc_id, start, end, unit,
-                        cosine + SENTENCE_LEXICAL_WEIGHT * coverage(idf, grams) + prior, 1))
-            if previous is not None and previous[1] <= start:
-                p_start, _, p_cosine, p_grams = previous
-                offer(Quote(n, passage.doc_id, p_start, end, item.document[p_start:end],
-                            max(cosine, p_cosine) + SENTENCE_LEXICAL_WEIGHT * coverage(idf, grams | p_grams)
-                            + prior - PAIR_PENALTY, 2))
-            previous = (start, end, cosine, grams)
-    return sorted(best.values(), key=lambda q: -q.score)
-
-
-def pick_quotes(candidates: list[Quote]) -> list[Quote]:
-    """The best unit, then others within QUOTE_MARGIN of it, up to MAX_QUOTE_SENTENCES
-    sentences in all, never overlapping."""
-    if not candidates:
-        return []
-    chosen = [candidates[0]]
-    used = candidates[0].sentences
-    for candidate in candidates[1:]:
-        if candidate.score < candidates[0].score - QUOTE_MARGIN:
-            break
-        if used + candidate.sentences > MAX_QUOTE_SENTENCES or any(
-                candidate.doc_id == c.doc_id and candidate.start < c.end and c.start < candidate.end
-                for c in chosen):
+        if only is not None and n not in only:
             continue
-        chosen.append(candidate)
-        used += candidate.sentences
-    return chosen
+        for start, end in quotable_sentences(item):
+            key = (item.passage.doc_id, start, end)
+            if key in out:
+                continue
+            inside = [s.vector for s in item.sentences if s.start >= start and s.end <= end]
+            vector = None
+            if inside:
+                vector = np.mean(inside, axis=0)
+                vector = vector / (np.linalg.norm(vector) or 1.0)
+            sentence = item.document[start:end]
+            cosine = float(vector @ query_vector) if vector is not None and query_vector is not None else 0.0
+            cheap = (cosine + SENTENCE_LEXICAL_WEIGHT * coverage(idf, set(lexical_tokens(sentence)))
+                     + SENTENCE_PRIOR_WEIGHT * item.passage.score)
+            out[key] = Unit(n, item.passage.doc_id, start, end, sentence, cheap, vector)
+    return sorted(out.values(), key=lambda u: -u.cheap)
 
 
-def extractive_answer(question: str, retrieval: Retrieval) -> tuple[str, list[Citation]]:
+_OPENING_QUOTES = "«“\""
+_CLOSING = {"«": "»", "“": "”", "\"": "\""}
+
+
+def quotable_sentences(item: Evidence) -> list[tuple[int, int]]:
+    """Sentence spans of a passage in document offsets, merged so that none ends inside a
+    quotation; a sentence that starts in the passage is kept whole even past its end."""
+    document, passage = item.document, item.passage
+    line_end = document.find("\n", passage.end)
+    limit = len(document) if line_end < 0 else line_end
+    spans = sentence_spans(document, passage.start, limit)
+    merged: list[tuple[int, int]] = []
+    for start, end in spans:
+        if merged and _open_quotation(document[merged[-1][0]:merged[-1][1]]):
+            merged[-1] = (merged[-1][0], end)
+        else:
+            merged.append((start, end))
+    return [(s, e) for s, e in merged if s < passage.end]
+
+
+def _open_quotation(sentence: str) -> bool:
+    if sentence.count("«") > sentence.count("»") or sentence.count("“") > sentence.count("”"):
+        return True
+    return sentence.count("\"") % 2 == 1
+
+
+# ----------------------------------------------------------------------------- scoring
+
+def score_units(question: str, candidates: list[Unit], reader: Reader | None) -> list[Scored]:
+    """The best READ_SENTENCES units read by the reader and ranked by the probability that they
+    hold the answer; without a reader, ranked by the cheap score."""
+    if reader is None or not candidates:
+        return [Scored(u, u.cheap, None) for u in candidates]
+    top = candidates[:READ_SENTENCES]
+    readings = reader.read(question, [u.text for u in top])
+    w_margin, w_cheap, bias = READER_WEIGHTS
+    scored = [Scored(u, 1 / (1 + math.exp(-(w_margin * r.score + w_cheap * u.cheap + bias))), r)
+              for u, r in zip(top, readings)]
+    return sorted(scored, key=lambda s: -s.score)
+
+
+# ----------------------------------------------------------------------------- questions
+
+_FACT_OPENINGS = re.compile(
+    r"^(?:و|ف)?(?:من|متي|اين|كم|بكم|اي|ايه|باي|في اي|الي اي|ما|ماذا|بماذا|ماهو|ماهي|ما اسم|ماسم|لمن|ممن|منذ متي)\b"
+    r"|^(?:who|whom|whose|when|where|which|what|how (?:many|much|long|old|far|big|large|often))\b")
+_NOT_FACT = re.compile(r"^(?:و|ف)?(?:لماذا|لم|كيف|هل)\b|^(?:why|how|is|are|was|were|do|does|did|can|could|should)\b")
+
+
+def asks_for_fact(question: str) -> bool:
+    folded = normalize(question).strip(" ?؟.!-\u200f").lower()
+    return bool(_FACT_OPENINGS.search(folded)) and not _NOT_FACT.search(folded)
+
+
+_SUMMARY = re.compile(r"\b(?:لخص|لخصي|تلخيص|ملخص|نظره عامه|ابرز ما|اهم ما|ما ابرز|ما اهم|الحجج|حجج|ما الاراء|"
+                      r"ماذا تقول المقالات|ما الذي تقوله المقالات|summari[sz]e|summary|overview|main points|"
+                      r"key points|what do the (?:articles|sources) say|what are the arguments)\b")
+_COMPARISON = re.compile(r"\b(?:قارن|قارني|مقارنه|الفرق بين|ما الفرق|اوجه الاختلاف|اوجه التشابه|compare|comparison|"
+                         r"difference between|differences between|differ|versus|vs)\b")
+
+
+def summary_topic(question: str) -> str:
+    """What a summary is about: the question without its request words ("لخص ما تقوله المقالات
+    عن ماسك" → "ماسك"); the question itself when nothing is left."""
+    words = question.strip().rstrip("؟?.!").split()
+    kept = [w for w in words if not _SUMMARY.search(normalize(w).lower())
+            and normalize(w).lower() not in _SUMMARY_FILLER]
+    return " ".join(kept) or question
+
+
+_SUMMARY_FILLER = {normalize(w) for w in "ما ماذا الذي التي تقوله تقول يقوله المقالات المصادر عن حول بشأن في".split()}
+_SUMMARY_FILLER |= {
+    "what", "do", "does", "the", "articles", "sources", "say", "about", "on", "of", "me", "give", "a", "an",
+    "please", "is", "are", "there"}
+
+
+def task_of(question: str) -> str:
+    """fact (the default), summary or comparison."""
+    folded = normalize(question).lower()
+    if _COMPARISON.search(folded) and comparison_sides(question) is not None:
+        return "comparison"
+    if _SUMMARY.search(folded):
+        return "summary"
+    return "fact"
+
+
+_CONJUNCTION_EN = {"and", "with", "to", "versus", "vs", "vs."}
+
+
+@dataclass(frozen=True)
+class Sides:
+    names: tuple[str, str]  # the two things compared, as written
+    frame: str  # the rest of the question: what is compared about them
+
+
+def comparison_sides(question: str) -> Sides | None:
+    """The two things a comparison puts side by side, and the frame they share: "قارن بين غرامات
+    ألمانيا واليابان" → (ألمانيا, اليابان); "compare the UK's and the EU's approach" → (the UK's,
+    the EU's); "الفرق بين نداء كرايست تشيرش ومبادرة الشجاعة المدنية" → both noun phrases. A name
+    before the conjunction makes one-word sides, a repeated head word ("موقف … وموقف …") sides
+    of equal length, and otherwise the first side runs from "بين"/"between" to the conjunction."""
+    tokens = question.strip().rstrip("؟?.!").split()
+    folded = [normalize(t).lower() for t in tokens]
+    cue = next((i for i, t in enumerate(folded) if _COMPARISON.search(t) or t in ("بين", "between")), None)
+    if cue is None:
+        return None
+    between = next((i for i, t in enumerate(folded) if t in ("بين", "between")), None)
+    for c in range(cue + 2, len(tokens)):
+        arabic = folded[c].startswith("و") and len(folded[c]) > 2
+        english = folded[c] in _CONJUNCTION_EN and c + 1 < len(tokens)
+        if not (arabic or english):
+            continue
+        second_start = c if arabic else c + 1
+        head = folded[second_start][1:] if arabic else folded[second_start]
+        repeated = next((h for h in range(c - 1, cue, -1) if folded[h] == head), None)
+        if repeated is not None:
+            first_start, length = repeated, c - repeated
+        elif _is_name(tokens[c - 1]) or between is None:
+            first_start, length = c - 1, 1
+            if not arabic:  # English names run over capitalized words: "the Christchurch Call"
+                while first_start - 1 > cue and tokens[first_start - 1][:1].isupper():
+                    first_start -= 1
+                while second_start + length < len(tokens) and tokens[second_start + length][:1].isupper():
+                    length += 1
+        else:
+            first_start = between + 1
+            length = next((i for i in range(second_start + 1, len(tokens)) if folded[i] in _PREPOSITIONS),
+                          len(tokens)) - second_start
+        first = tokens[first_start:c]
+        second = tokens[second_start:second_start + length]
+        if arabic:
+            second = [second[0][1:]] + second[1:]
+        rest = tokens[:first_start] + tokens[second_start + length:]
+        names = (" ".join(first).strip(" ،,"), " ".join(second).strip(" ،,"))
+        if all(names):
+            return Sides(names, " ".join(rest))
+    return None
+
+
+_PREPOSITIONS = {normalize(w) for w in "على في من عن حول تجاه إزاء بشأن مع".split()} | {
+    "on", "in", "of", "about", "towards", "toward", "regarding", "for"}
+
+
+def _is_name(token: str) -> bool:
+    from .coverage import arabic_forms
+
+    if not has_arabic(token):
+        return token[:1].isupper()
+    folded = normalize(token)
+    known = {form for forms in arabic_forms().values() for form in forms}
+    return folded in known or (folded.startswith("ال") and folded[2:] in known)
+
+
+# ----------------------------------------------------------------------------- answers
+
+def fact_answer(question: str, retrieval: Retrieval, reader: Reader | None) -> Extract:
+    """The sentence that answers, the fact in it when the reader is sure, a second sentence when it
+    answers too."""
     lang = question_language(question)
-    quotes = pick_quotes(candidate_quotes(retrieval))
-    lines = [text(lang, "framing")]
-    citations = []
-    for quote in quotes:
-        passage = retrieval.passages[quote.n - 1]
-        lines.append(quoted(lang, quote.text, quote.n))
-        citations.append(Citation(n=quote.n, doc_id=passage.doc_id, title=passage.title,
-                                  quote=quote.text, start=quote.start, end=quote.end))
-    return "\n\n".join(lines), citations
+    ranked = score_units(question, units(retrieval), reader)
+    if not ranked:
+        return Extract(text(lang, "framing"), [], None, list(retrieval.passages))
+    best = ranked[0]
+    chosen = [best]
+    if best.reading is not None:
+        second = next((s for s in ranked[1:] if s.score >= SECOND_QUOTE_MIN and s.unit.n != best.unit.n), None)
+        chosen += [second] if second else []
+    else:
+        chosen += [s for s in ranked[1:] if s.score >= best.score - FALLBACK_MARGIN][:FALLBACK_MAX - 1]
+    quotes = [_with_context(s.unit, retrieval) for s in chosen]
+    fact = _fact(question, best, retrieval) if best.reading is not None else None
+    lines = [text(lang, "fact", phrase=fact.text, n=fact.n)] if fact else []
+    lines.append(text(lang, "framing"))
+    lines += [quoted(lang, u.text, u.n) for u in quotes]
+    return Extract("\n\n".join(lines), [_citation(u, retrieval) for u in quotes], fact,
+                   _widened(retrieval, quotes))
+
+
+def summary_answer(question: str, retrieval: Retrieval, relevance: float) -> Extract:
+    """One best sentence per relevant article, under the article's title, best article first."""
+    lang = question_language(question)
+    best_per_article: dict[str, Unit] = {}
+    for unit in units(retrieval):
+        passage = retrieval.passages[unit.n - 1]
+        if passage.score >= relevance and unit.doc_id not in best_per_article:
+            best_per_article[unit.doc_id] = unit
+    order = sorted(best_per_article.values(), key=lambda u: u.n)
+    quotes = [_with_context(u, retrieval) for u in order]
+    lines = [text(lang, "summary")]
+    for unit in quotes:
+        lines.append(text(lang, "source_line", title=retrieval.passages[unit.n - 1].title) + "\n"
+                     + quoted(lang, unit.text, unit.n))
+    return Extract("\n\n".join(lines), [_citation(u, retrieval) for u in quotes], None,
+                   _widened(retrieval, quotes))
+
+
+def comparison_answer(question: str, sides: Sequence[tuple[str, Retrieval, bool]]) -> Extract:
+    """The best sentence for each side, under the side's name; a side the sources do not cover
+    is said to be missing. `sides`: (name, the retrieval for the frame + name, covered).
+    Passages of all sides are numbered in one list, in side order."""
+    lang = question_language(question)
+    lines = [text(lang, "comparison")]
+    passages: list[Passage] = []
+    citations: list[Citation] = []
+    for name, retrieval, covered in sides:
+        offset = len(passages)
+        passages.extend(retrieval.passages)
+        ranked = units(retrieval) if covered else []
+        if not ranked:
+            lines.append(text(lang, "side", side=name) + "\n" + text(lang, "uncovered_side", side=name))
+            continue
+        unit = _with_context(ranked[0], retrieval)
+        widened = _widened(retrieval, [unit])
+        passages[offset:offset + len(widened)] = widened
+        n = offset + unit.n
+        lines.append(text(lang, "side", side=name) + "\n" + quoted(lang, unit.text, n))
+        passage = passages[n - 1]
+        citations.append(Citation(n=n, doc_id=passage.doc_id, title=passage.title, quote=unit.text,
+                                  start=unit.start, end=unit.end))
+    return Extract("\n\n".join(lines), citations, None, passages)
+
+
+def _fact(question: str, best: Scored, retrieval: Retrieval) -> Fact | None:
+    reading = best.reading
+    if reading is None or not asks_for_fact(question) or reading.probability < FACT_MIN_PROBABILITY:
+        return None
+    unit = best.unit
+    start, end = _trim(unit.text, reading.start, reading.end)
+    phrase = unit.text[start:end]
+    if not phrase or len(phrase.split()) > MAX_FACT_WORDS or normalize(phrase) in normalize(question):
+        return None
+    return Fact(text=phrase, n=unit.n, doc_id=unit.doc_id, start=unit.start + start, end=unit.start + end)
+
+
+_EDGE = " \t\n.,،؛;:!?؟\"'«»“”()[]-–—"
+
+
+def _trim(sentence: str, start: int, end: int) -> tuple[int, int]:
+    while start < end and sentence[start] in _EDGE:
+        start += 1
+    while end > start and sentence[end - 1] in _EDGE:
+        end -= 1
+    return start, end
+
+
+def _with_context(unit: Unit, retrieval: Retrieval) -> Unit:
+    """A very short sentence ("وأضاف: …") is quoted together with the one before it."""
+    if len(unit.text) >= SHORT_SENTENCE:
+        return unit
+    item = retrieval.evidence[unit.n - 1]
+    previous = [s for s in quotable_sentences(item) if s[1] <= unit.start]
+    if not previous:
+        return unit
+    start = previous[-1][0]
+    return Unit(unit.n, unit.doc_id, start, unit.end, item.document[start:unit.end], unit.cheap, unit.vector)
+
+
+def _citation(unit: Unit, retrieval: Retrieval) -> Citation:
+    passage = retrieval.passages[unit.n - 1]
+    return Citation(n=unit.n, doc_id=unit.doc_id, title=passage.title, quote=unit.text, start=unit.start,
+                    end=unit.end)
+
+
+def _widened(retrieval: Retrieval, quotes: Sequence[Unit]) -> list[Passage]:
+    """The passages, each widened to hold the whole of the sentences quoted from it."""
+    out = list(retrieval.passages)
+    for unit in quotes:
+        passage = out[unit.n - 1]
+        if unit.start < passage.start or unit.end > passage.end:
+            start, end = min(passage.start, unit.start), max(passage.end, unit.end)
+            document = retrieval.evidence[unit.n - 1].document
+            out[unit.n - 1] = Passage(**{**passage.to_dict(), "start": start, "end": end, "text": document[start:end]})
+    return out
+
+
+def extractive_answer(question: str, retrieval: Retrieval, reader: Reader | None = None,
+                      side_retrieval: Callable[[str, str], tuple[Retrieval, bool]] | None = None,
+                      relevance: float = 0.2) -> Extract:
+    """The offline answer for the question's task (fact, summary or comparison)."""
+    task = task_of(question)
+    if task == "summary":
+        return summary_answer(question, retrieval, relevance)
+    sides = comparison_sides(question) if task == "comparison" else None
+    if sides is not None and side_retrieval is not None:
+        return comparison_answer(question, [(name, *side_retrieval(f"{sides.frame} {name}", name))
+                                            for name in sides.names])
+    return fact_answer(question, retrieval, reader)

@@ -1,0 +1,286 @@
+"""What does the question name that the retrieved passages never mention?
+
+"Compare Germany's and Japan's fines" over articles that only speak of Germany is answered with
+the German quotes and the note that the sources say nothing about Japan. Candidates are the
+names a question puts side by side or adds on — conjuncts ("ماسك وبوتين", "Germany and Brazil"),
+the words of a second question ("…، ومتى فتحت الهند تحقيقا مماثلا؟"), capitalized names in
+English — and a candidate is reported only when every check fails to find it:
+
+  - lexically in the passages' text (Arabic light stems, with trigram tolerance for spelling);
+  - for English names over Arabic text: the Arabic forms of places and bodies (rag/data/names.tsv),
+    or a consonant skeleton that matches a transliteration ("Merkel" ~ "ميركل");
+  - by meaning: the term's embedding is close to one of the passages' sentences.
+
+A wrong "the sources say nothing about X" misleads, so every check leans towards "mentioned".
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+
+from .arabic import has_arabic, light_stem, normalize, stopwords, strip_diacritics, words
+from .retrieval import Evidence
+
+NAMES_FILE = Path(__file__).resolve().parent / "data" / "names.tsv"
+TERM_MIN_COSINE = 0.80  # a term this close to a passage sentence counts as mentioned (measured)
+
+# Words of the request itself, never a subject: "compare", "summarize", "what is the position of" …
+_TASK_WORDS_RAW = """
+قارن قارني مقارنة مقارنه الفرق فرق بين لخص لخصي ملخص تلخيص اشرح وضح اذكر تحدث حدثني موقف مواقف رأي راي
+قول قال قالت يقول تقول ذكر ذكرت دور أهم اهم أبرز ابرز حجج الحجج أسباب اسباب سبب نتائج تأثير تاثير
+الأخرى الاخرى آخر اخر أخرى اخرى كل جميع مماثل مماثلا مماثلة مماثله نفس ذاته ايضا أيضا كذلك كثيرا
+compare comparison difference between summarize summary explain describe say said says position view role
+main arguments reasons effect impact other others also both each same similar
+"""
+_EN_WORD = re.compile(r"[A-Za-z][A-Za-z'.-]*")
+_QUESTION_OPENERS = {"what", "who", "whom", "when", "where", "why", "how", "which", "whose", "did", "does", "do",
+                     "is", "are", "was", "were", "can", "could", "compare", "summarize", "tell", "list", "give",
+                     "name", "explain", "describe", "i", "and", "or"}
+
+
+@dataclass(frozen=True)
+class Term:
+    text: str  # as written in the question
+    english: bool
+
+
+@lru_cache(maxsize=1)
+def _task_words() -> frozenset[str]:
+    return frozenset(normalize(w) for w in _TASK_WORDS_RAW.split())
+
+
+@lru_cache(maxsize=1)
+def arabic_forms() -> dict[str, tuple[str, ...]]:
+    """English name (lower case) → its Arabic forms, normalized."""
+    forms = {}
+    for line in NAMES_FILE.read_text(encoding="utf-8").splitlines():
+        if line.strip() and not line.startswith("#"):
+            english, arabic = line.split("\t")
+            forms[english.lower()] = tuple(normalize(f) for f in arabic.split("|"))
+    return forms
+
+
+# ----------------------------------------------------------------------------- candidates
+
+def candidate_terms(question: str) -> list[Term]:
+    """Names the question adds on or puts side by side, in question order."""
+    if has_arabic(question):
+        return _arabic_candidates(question)
+    return _english_candidates(question)
+
+
+def _arabic_candidates(question: str) -> list[Term]:
+    written = re.findall(r"\w+", strip_diacritics(question))
+    stop, task = stopwords(), _task_words()
+    terms: list[Term] = []
+
+    def content(word: str) -> bool:
+        folded = normalize(word)
+        return folded not in stop and folded not in task and not folded.isdigit() and len(folded) > 2
+
+    # a conjunct: "وبوتين", "واليابان", "وجاستن ترودو" (a name may run on for a word)
+    for i, word in enumerate(written):
+        if i == 0 or not word.startswith("و") or len(word) < 4:
+            continue
+        rest = word[1:]
+        if normalize(rest) in stop:  # "وعلى إنستغرام": the conjunct is what follows the particle
+            if i + 1 < len(written) and content(written[i + 1]):
+                terms.append(Term(written[i + 1], False))
+            continue
+        if content(rest) and content(written[i - 1]):
+            phrase = [rest] + ([written[i + 1]] if i + 1 < len(written) and content(written[i + 1])
+                               and not written[i + 1].startswith("و") else [])
+            terms.append(Term(" ".join(phrase), False))
+    # a second question: "…، ومتى فتحت الهند تحقيقا مماثلا؟" → its content words
+    clauses = re.split(r"[،,؟?]\s*(?:و|ف)", strip_diacritics(question))
+    for clause in clauses[1:]:
+        for word in re.findall(r"\w+", clause):
+            if content(word) and not any(word in t.text.split() for t in terms):
+                terms.append(Term(word, False))
+    return _unique(terms)
+
+
+_CONNECTORS = {"for", "of", "the", "on", "de", "al"}
+
+
+def _english_candidates(question: str) -> list[Term]:
+    """Runs of capitalized words ("Angela Merkel", "Center for Countering Digital Hate"), and
+    the multi-word places and bodies of names.tsv."""
+    tokens = _EN_WORD.findall(question)
+    terms: list[Term] = []
+    run: list[str] = []
+
+    def close() -> None:
+        while run and run[-1].lower() in _CONNECTORS:
+            run.pop()
+        if run:
+            terms.append(Term(" ".join(run), True))
+        run.clear()
+
+    for i, token in enumerate(tokens):
+        capital = token[:1].isupper() and not (i == 0 and token.lower() in _QUESTION_OPENERS) and token != "I"
+        if capital or (run and token.lower() in _CONNECTORS and i + 1 < len(tokens)
+                       and tokens[i + 1][:1].isupper()):
+            run.append(token)
+        else:
+            close()
+    close()
+    lowered = question.lower()
+    for name in arabic_forms():
+        if " " in name and name in lowered and not any(name in t.text.lower() for t in terms):
+            terms.append(Term(name, True))
+    return _unique(terms)
+
+
+def _unique(terms: list[Term]) -> list[Term]:
+    seen, out = set(), []
+    for term in terms:
+        if term.text.lower() not in seen:
+            seen.add(term.text.lower())
+            out.append(term)
+    return out
+
+
+# ----------------------------------------------------------------------------- checks
+
+def uncovered_terms(question: str, evidence: Sequence[Evidence],
+                    embed: Callable[[list[str]], np.ndarray] | None = None) -> list[str]:
+    """The candidate terms of `question` that none of the passages mentions."""
+    candidates = candidate_terms(question)
+    missing = missing_terms(candidates, evidence, embed)
+    if len(missing) == len(candidates) and len(candidates) > 1:
+        return []  # none of the question's names is in the passages: a retrieval miss, not a gap
+    return [t.text for t in missing]
+
+
+def missing_terms(terms: Sequence[Term], evidence: Sequence[Evidence],
+                  embed: Callable[[list[str]], np.ndarray] | None = None) -> list[Term]:
+    """The terms that no passage mentions, lexically or by meaning."""
+    if not terms or not evidence:
+        return list(terms)
+    texts = [item.passage.title + "\n" + item.passage.text for item in evidence]
+    vocabulary = _vocabulary(texts)
+    missing = [t for t in terms if not _mentioned(t, vocabulary)]
+    if missing and embed is not None:
+        vectors = [s.vector for item in evidence for s in item.sentences]
+        if vectors:
+            similarity = (np.vstack(vectors) @ embed([t.text for t in missing]).T).max(axis=0)
+            missing = [t for t, s in zip(missing, similarity) if s < TERM_MIN_COSINE]
+    return missing
+
+
+def term(text: str) -> Term:
+    return Term(text, not has_arabic(text))
+
+
+@dataclass(frozen=True)
+class _Vocabulary:
+    stems: frozenset[str]
+    grams: frozenset[str]
+    skeletons: frozenset[str]
+    folded: str
+
+
+def _vocabulary(texts: Sequence[str]) -> _Vocabulary:
+    tokens = [w for text in texts for w in words(text)]
+    stems = {light_stem(w) for w in tokens}
+    grams = {g for s in stems for g in _grams(s)}
+    skeletons = {skeleton(w) for w in tokens if has_arabic(w)}
+    skeletons |= {skeleton(a + b) for text in texts for a, b in _pairs(words(text)) if has_arabic(a)}
+    return _Vocabulary(frozenset(stems), frozenset(grams), frozenset(s for s in skeletons if s),
+                       " ".join(normalize(t) for t in texts))
+
+
+def _pairs(tokens: list[str]) -> list[tuple[str, str]]:
+    return list(zip(tokens, tokens[1:]))
+
+
+def _grams(stem: str) -> list[str]:
+    marked = f"#{stem}#"
+    return [marked[i:i + 3] for i in range(len(marked) - 2)]
+
+
+def _mentioned(candidate: Term, vocabulary: _Vocabulary) -> bool:
+    if candidate.english:
+        return _english_mentioned(candidate.text, vocabulary)
+    content = [w for w in words(candidate.text) if w not in stopwords() and w not in _task_words()]
+    return not content or all(_arabic_word_mentioned(w, vocabulary) for w in content) or any(
+        _arabic_word_mentioned(w, vocabulary) and len(w) > 3 for w in content[-1:])
+
+
+def _arabic_word_mentioned(word: str, vocabulary: _Vocabulary) -> bool:
+    stem = light_stem(word)
+    if stem in vocabulary.stems:
+        return True
+    grams = _grams(stem)
+    shared = sum(g in vocabulary.grams for g in grams)
+    return shared >= max(2, round(0.75 * len(grams)))
+
+
+def _english_mentioned(name: str, vocabulary: _Vocabulary) -> bool:
+    lowered = name.lower()
+    if normalize(name) in vocabulary.folded:
+        return True
+    forms = arabic_forms().get(lowered) or arabic_forms().get(lowered.rstrip("s"))
+    if forms and any(f in vocabulary.folded for f in forms):
+        return True
+    parts = [p for p in re.findall(r"[A-Za-z]+", name) if len(p) > 2]
+    return any(_skeleton_match(skeleton(p), vocabulary.skeletons) for p in parts) or (
+        len(parts) > 1 and _skeleton_match(skeleton("".join(parts)), vocabulary.skeletons))
+
+
+def _skeleton_match(key: str, skeletons: frozenset[str]) -> bool:
+    if len(key) < 2:
+        return True  # too short to tell: assume mentioned
+    if key in skeletons:
+        return True
+    return len(key) >= 4 and any(abs(len(s) - len(key)) <= 1 and _within_one(key, s) for s in skeletons)
+
+
+def _within_one(a: str, b: str) -> bool:
+    if a == b:
+        return True
+    if len(a) == len(b):
+        return sum(x != y for x, y in zip(a, b)) <= 1
+    short, long = (a, b) if len(a) < len(b) else (b, a)
+    return any(long[:i] + long[i + 1:] == short for i in range(len(long)))
+
+
+# Consonant classes shared by English spellings and Arabic script, lenient on purpose (a false
+# match only means no note; a false mismatch would wrongly claim the sources are silent).
+_EN_DIGRAPHS = [("sch", "S"), ("tch", "C"), ("sh", "C"), ("ch", "C"), ("th", "T"), ("ph", "F"), ("gh", "K"),
+                ("kh", "K"), ("ck", "K"), ("qu", "K"), ("x", "KS")]
+_EN_LETTERS = {"b": "B", "p": "B", "t": "T", "d": "T", "s": "S", "z": "S", "c": "K", "k": "K", "g": "K", "j": "K",
+               "q": "K", "f": "F", "v": "F", "l": "L", "m": "M", "n": "N", "r": "R", "h": ""}
+_AR_LETTERS = {"ب": "B", "پ": "B", "ت": "T", "ط": "T", "د": "T", "ض": "T", "ث": "S", "س": "S", "ص": "S", "ز": "S",
+               "ذ": "S", "ظ": "S", "ش": "C", "ج": "K", "ك": "K", "ق": "K", "غ": "K", "خ": "K", "گ": "K", "ف": "F",
+               "ڤ": "F", "ل": "L", "م": "M", "ن": "N", "ر": "R"}
+
+
+def skeleton(word: str) -> str:
+    """The consonants of a name in shared classes, vowels and h dropped, doubles collapsed."""
+    if has_arabic(word):
+        folded = normalize(word)
+        if folded.startswith("ال") and len(folded) > 4:
+            folded = folded[2:]
+        folded = folded.replace("تش", "ش")
+        out = "".join(_AR_LETTERS.get(ch, "") for ch in folded)
+    else:
+        lowered = re.sub(r"c(?=[eiy])", "s", re.sub(r"ch(?=[rl])", "k", word.lower()))
+        parts, i = [], 0
+        while i < len(lowered):
+            digraph = next(((d, c) for d, c in _EN_DIGRAPHS if lowered.startswith(d, i)), None)
+            if digraph:
+                parts.append(digraph[1])
+                i += len(digraph[0])
+            else:
+                parts.append(_EN_LETTERS.get(lowered[i], ""))
+                i += 1
+        out = "".join(parts)
+    return re.sub(r"(.)\1+", r"\1", out)
