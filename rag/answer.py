@@ -174,11 +174,8 @@ def generate(question: str, *, retriever: Retriever, k: int, llm: LLM | None, re
         yield refusal
         return finish(refusal, [], passages, refused=True)
 
-    t = time.perf_counter()
-    embed = retriever.embedder.embed_queries
     if task != "comparison":
-        uncovered = uncovered_terms(turn.reader_query, retrieval.evidence, embed=embed)
-    timings["coverage_ms"] = _ms(t)
+        uncovered = uncovered_terms(turn.reader_query, retrieval.evidence)
 
     if llm is not None:
         messages, n_used = build_messages(turn.reader_query, passages, context_tokens, task=task,
@@ -212,7 +209,7 @@ def generate(question: str, *, retriever: Retriever, k: int, llm: LLM | None, re
 
     def side(query: str, name: str) -> tuple[Retrieval, bool]:
         found = retriever.retrieve(query, k=SIDE_K)
-        covered = not _weak(found, refusal_threshold) and not missing_terms([term(name)], found.evidence, embed)
+        covered = not _weak(found, refusal_threshold) and not missing_terms([term(name)], found.evidence)
         if not covered:
             uncovered.append(name)
         return found, covered

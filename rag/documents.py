@@ -214,6 +214,25 @@ def headline(text: str) -> str | None:
     return first if 0 < len(first) <= MAX_TITLE_CHARS else None
 
 
+LEAD_TITLE_CHARS = 90
+
+
+def lead_title(text: str) -> str | None:
+    """For an article without a headline: its first sentence, cut at a word and marked with an
+    ellipsis when longer than LEAD_TITLE_CHARS (never a file name or a hash)."""
+    from .arabic import sentence_spans
+
+    spans = sentence_spans(text[:2000])
+    if not spans:
+        return None
+    first = text[spans[0][0]:spans[0][1]].strip()
+    if len(first) <= LEAD_TITLE_CHARS:
+        return first.rstrip(".،,؛:") or None
+    cut = first[:LEAD_TITLE_CHARS]
+    cut = cut[:cut.rfind(" ")] if " " in cut else cut
+    return cut.rstrip(" .،,؛:-–—") + "…"
+
+
 def content_hash(title: str, text: str, url: str | None, date: str | None) -> str:
     payload = json.dumps([title, text, url, date], ensure_ascii=False)
     return hashlib.sha256(payload.encode("utf-8")).hexdigest()
@@ -224,7 +243,7 @@ def _document(doc_id: str, source: str, raw_text: str, *, title: str | None = No
     text = normalize_text(raw_text)
     title = normalize_text(title) if title else None
     if not title:
-        title = headline(text) or fallback_title
+        title = headline(text) or lead_title(text) or fallback_title
     return Document(doc_id=doc_id, title=title, text=text,
                     sha256=content_hash(title, text, url, date), source_path=source,
                     url=url, date=date)

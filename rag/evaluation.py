@@ -284,84 +284,90 @@ def answer_metrics(dataset: Dataset, index: Index, *, model: str | None = None,
     """Run the answerer on every question: is a gold answer inside a cited quote (the first
     one, any one), how long are the quotes, are refusals right, is every quote verbatim at its
     offsets, how good are the stated facts, and are uncovered terms reported."""
+    return summarize_answers(answer_records(dataset, index, model=model, limit=limit))
+
+
+def answer_records(dataset: Dataset, index: Index, *, model: str | None = None,
+                   limit: int | None = None) -> list[dict[str, Any]]:
+    """One record per question: what the answer got right, for `summarize_answers`."""
     questions = dataset.questions[:limit] if limit else dataset.questions
-    counts = dict.fromkeys(("answerable", "gold_any", "gold_first", "refused_right", "refused_wrong",
-                            "unanswerable", "quotes", "verified", "facts", "uncovered_expected",
-                            "uncovered_found", "uncovered_false", "uncovered_checked", "expected_docs",
-                            "expected_docs_cited", "gold_doc_first", "switch", "switch_same"), 0)
-    fact_f1: list[float] = []
-    quoted_chars: list[int] = []
-    latencies: list[float] = []
     store = index.store
     documents: dict[str, str] = {}
+    records = []
     if questions:
         index.ask(questions[0].question, model=model)  # warm up (model, caches)
     for q in questions:
         answer, elapsed = ask_in_context(index, q, model)
-        latencies.append(elapsed)
+        record: dict[str, Any] = {"qid": q.qid, "answerable": q.answerable, "ms": elapsed,
+                                  "refused": answer.refused, "quotes": len(answer.citations), "verified": 0,
+                                  "quoted_chars": sum(len(c.quote) for c in answer.citations)}
         for c in answer.citations:
-            counts["quotes"] += 1
             if c.doc_id not in documents:
                 documents[c.doc_id] = store.document(c.doc_id).text
-            counts["verified"] += documents[c.doc_id][c.start:c.end] == c.quote
-        if answer.citations:
-            quoted_chars.append(sum(len(c.quote) for c in answer.citations))
+            record["verified"] += documents[c.doc_id][c.start:c.end] == c.quote
         if q.kind == "switch":
-            counts["switch"] += 1
             fresh = index.ask(q.question, model=model)
-            counts["switch_same"] += [p.chunk_id for p in fresh.passages] == [p.chunk_id for p in answer.passages]
-        if not q.answerable:
-            counts["unanswerable"] += 1
-            counts["refused_right"] += answer.refused
-            continue
-        counts["answerable"] += 1
-        counts["refused_wrong"] += answer.refused
-        counts["gold_any"] += any(contains_answer(c.quote, a) for c in answer.citations for a in q.answers)
-        counts["gold_first"] += bool(answer.citations) and any(
-            contains_answer(answer.citations[0].quote, a) for a in q.answers)
-        counts["gold_doc_first"] += bool(answer.citations) and answer.citations[0].doc_id in q.gold_docs
-        if answer.fact is not None:
-            counts["facts"] += 1
-            fact_f1.append(max((f1_score(answer.fact.text, a) for a in q.answers), default=0.0))
-        cited_docs = {c.doc_id for c in answer.citations}
-        counts["expected_docs"] += len(q.expected_docs)
-        counts["expected_docs_cited"] += len(set(q.expected_docs) & cited_docs)
-        if q.uncovered:
-            counts["uncovered_expected"] += len(q.uncovered)
-            counts["uncovered_found"] += sum(any(_same_term(term, found) for found in answer.uncovered)
-                                             for term in q.uncovered)
-        else:
-            counts["uncovered_checked"] += 1
-            counts["uncovered_false"] += bool(answer.uncovered)
-    refused = counts["refused_right"] + counts["refused_wrong"]
-    p50, p95 = _p50_p95(latencies)
+            record["switch_same"] = [p.chunk_id for p in fresh.passages] == [p.chunk_id for p in answer.passages]
+        if q.answerable:
+            record["gold_any"] = any(contains_answer(c.quote, a) for c in answer.citations for a in q.answers)
+            record["gold_first"] = bool(answer.citations) and any(
+                contains_answer(answer.citations[0].quote, a) for a in q.answers)
+            record["gold_doc_first"] = bool(answer.citations) and answer.citations[0].doc_id in q.gold_docs
+            if answer.fact is not None:
+                record["fact_f1"] = max((f1_score(answer.fact.text, a) for a in q.answers), default=0.0)
+            cited_docs = {c.doc_id for c in answer.citations}
+            record["expected_docs"] = len(q.expected_docs)
+            record["expected_docs_cited"] = len(set(q.expected_docs) & cited_docs)
+            if q.uncovered:
+                record["uncovered_expected"] = len(q.uncovered)
+                record["uncovered_found"] = sum(any(_same_term(term, found) for found in answer.uncovered)
+                                                for term in q.uncovered)
+            else:
+                record["uncovered_false"] = bool(answer.uncovered)
+        records.append(record)
+    return records
 
-    def share(part: str, whole: str) -> float | None:
-        return round(counts[part] / counts[whole], 4) if counts[whole] else None
 
-    result = {
-        "answer_in_cited_quote": share("gold_any", "answerable"),
-        "answer_in_first_quote": share("gold_first", "answerable"),
-        "gold_article_cited_first": share("gold_doc_first", "answerable"),
-        "median_quoted_chars": statistics.median(quoted_chars) if quoted_chars else None,
-        "false_refusals": counts["refused_wrong"],
-        "refusal_precision": round(counts["refused_right"] / refused, 4) if refused else None,
-        "refusal_recall": share("refused_right", "unanswerable"),
-        "verified_quotes": share("verified", "quotes"),
-        "n_quotes": counts["quotes"],
-        "fact_rate": share("facts", "answerable"),
-        "fact_f1": round(statistics.mean(fact_f1), 4) if fact_f1 else None,
+def summarize_answers(records: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    answerable = [r for r in records if r["answerable"]]
+    unanswerable = [r for r in records if not r["answerable"]]
+
+    def share(rows: Sequence[dict[str, Any]], key: str) -> float | None:
+        return round(sum(bool(r.get(key)) for r in rows) / len(rows), 4) if rows else None
+
+    refused = [r for r in records if r["refused"]]
+    facts = [r["fact_f1"] for r in answerable if "fact_f1" in r]
+    quoted = [r["quoted_chars"] for r in records if r["quotes"]]
+    n_quotes = sum(r["quotes"] for r in records)
+    p50, p95 = _p50_p95([r["ms"] for r in records])
+    result: dict[str, Any] = {
+        "n": len(records),
+        "answer_in_cited_quote": share(answerable, "gold_any"),
+        "answer_in_first_quote": share(answerable, "gold_first"),
+        "gold_article_cited_first": share(answerable, "gold_doc_first"),
+        "median_quoted_chars": statistics.median(quoted) if quoted else None,
+        "false_refusals": sum(r["refused"] for r in answerable),
+        "refusal_precision": round(sum(not r["answerable"] for r in refused) / len(refused), 4) if refused else None,
+        "refusal_recall": share(unanswerable, "refused"),
+        "verified_quotes": round(sum(r["verified"] for r in records) / n_quotes, 4) if n_quotes else None,
+        "n_quotes": n_quotes,
+        "fact_rate": round(len(facts) / len(answerable), 4) if answerable else None,
+        "fact_f1": round(statistics.mean(facts), 4) if facts else None,
         "answer_p50_ms": p50,
         "answer_p95_ms": p95,
     }
-    if counts["uncovered_expected"]:
-        result["uncovered_recall"] = share("uncovered_found", "uncovered_expected")
-    if counts["uncovered_checked"]:
-        result["uncovered_false_alarms"] = share("uncovered_false", "uncovered_checked")
-    if counts["expected_docs"]:
-        result["expected_articles_cited"] = share("expected_docs_cited", "expected_docs")
-    if counts["switch"]:
-        result["switch_same_passages_as_fresh_chat"] = share("switch_same", "switch")
+    expected = sum(r.get("uncovered_expected", 0) for r in answerable)
+    if expected:
+        result["uncovered_recall"] = round(sum(r.get("uncovered_found", 0) for r in answerable) / expected, 4)
+    checked = [r for r in answerable if "uncovered_false" in r]
+    if checked:
+        result["uncovered_false_alarms"] = share(checked, "uncovered_false")
+    docs = sum(r.get("expected_docs", 0) for r in answerable)
+    if docs:
+        result["expected_articles_cited"] = round(sum(r.get("expected_docs_cited", 0) for r in answerable) / docs, 4)
+    switches = [r for r in records if "switch_same" in r]
+    if switches:
+        result["switch_same_passages_as_fresh_chat"] = share(switches, "switch_same")
     return result
 
 

@@ -144,7 +144,9 @@ def score_units(question: str, candidates: list[Unit], reader: Reader | None) ->
 _FACT_OPENINGS = re.compile(
     r"^(?:و|ف)?(?:من|متي|اين|كم|بكم|اي|ايه|باي|في اي|الي اي|ما|ماذا|بماذا|ماهو|ماهي|ما اسم|ماسم|لمن|ممن|منذ متي)\b"
     r"|^(?:who|whom|whose|when|where|which|what|how (?:many|much|long|old|far|big|large|often))\b")
-_NOT_FACT = re.compile(r"^(?:و|ف)?(?:لماذا|لم|كيف|هل)\b|^(?:why|how|is|are|was|were|do|does|did|can|could|should)\b")
+_NOT_FACT = re.compile(r"^(?:و|ف)?(?:لماذا|لم|كيف|هل)\b"
+                       r"|^(?:why|how(?! (?:many|much|long|old|far|big|large|often))|is|are|was|were|do|does|did|can"
+                       r"|could|should)\b")
 
 
 def asks_for_fact(question: str) -> bool:

@@ -106,7 +106,7 @@ def test_pdf_text_layer(tmp_path):
     write(tmp_path, "report.pdf", _minimal_pdf("Germany fines platforms over hate speech"))
     (doc,) = load_paths([tmp_path]).documents
     assert "Germany fines platforms over hate speech" in doc.text
-    assert doc.title == "report"  # a one-line text has no headline: the file name stands in
+    assert doc.title == "Germany fines platforms over hate speech"  # no headline: the first sentence
 
 
 def test_unreadable_pdf_is_skipped_with_reason(tmp_path):
@@ -161,7 +161,9 @@ def test_ids_are_relative_paths_and_hash_follows_content(tmp_path):
 def test_a_file_given_directly_is_named_by_its_file_name():
     (doc,) = load_paths([SEEDS / "002_586579299e5116f1.txt"]).documents
     assert doc.doc_id == "002_586579299e5116f1.txt"
-    assert doc.title == "002_586579299e5116f1"  # one long line: no headline
+    # one long line, no headline: the first sentence, cut at a word — never the file name (a hash)
+    assert doc.title.startswith("في تصعيد غير مسبوق") and doc.title.endswith("…") and len(doc.title) <= 91
+    assert doc.text.startswith(doc.title[:-1])
 
 
 def test_missing_path_is_a_clear_error(tmp_path):

@@ -1,0 +1,173 @@
+"""Answer quality with cross-validated readers, and the fit of the quote ranker and fact threshold.
+
+    .venv/bin/python bench/train_reader.py --fold 0 --out /tmp/readers/reader-fold0.safetensors
+    .venv/bin/python bench/train_reader.py --fold 1 --out /tmp/readers/reader-fold1.safetensors
+    .venv/bin/python bench/answer_study.py --folds /tmp/readers            # answers, JSON
+    .venv/bin/python bench/answer_study.py --folds /tmp/readers --fit      # ranker + fact threshold
+
+The shipped reader was trained on every XQuAD-ar and ARCD-train question, so its numbers on those
+sets would flatter it. Here each question is answered — through `rag.Index.ask`, the production
+path — with the reader trained on the other fold (folds split by article, see train_reader.py),
+and the two folds' results are pooled. The seeds sets never took part in training and are
+answered with the shipped reader by `rag eval`.
+
+--fit reads the best sentences of every question (cross-validated reader again) and fits the
+logistic ranker `quotes.READER_WEIGHTS` (P(sentence holds the answer) from the reader margin and
+the cheap score), and reports fact-line coverage and F1 at a range of reader probabilities, from
+which `quotes.FACT_MIN_PROBABILITY` is chosen. Fits are reported per fold to show they agree.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+
+from train_reader import fold_of  # noqa: E402
+
+from rag.api import Index  # noqa: E402
+from rag.config import Settings  # noqa: E402
+from rag.evaluation import (  # noqa: E402
+    answer_records,
+    contains_answer,
+    f1_score,
+    load_dataset,
+    prepare_index,
+    summarize_answers,
+)
+from rag.quotes import READ_SENTENCES, asks_for_fact, units  # noqa: E402
+from rag.reader import Reader  # noqa: E402
+from rag.retrieval import Retriever  # noqa: E402
+
+EVAL = ROOT / "tests" / "data" / "eval"
+SETS = {
+    "xquad_ar": (EVAL / "xquad_ar" / "xquad.ar.json", []),
+    "arcd_train": (EVAL / "arcd" / "arcd-train.json", []),
+    "xquad_en": (EVAL / "xquad_en_questions.jsonl", [EVAL / "xquad_ar" / "xquad.ar.json"]),
+}
+
+
+def fold_indexes(name: str, settings: Settings, folds: Path | None):
+    """(dataset, {fold: Index answering that fold's questions with the other fold's reader})."""
+    path, corpus = SETS[name]
+    dataset = load_dataset(path, corpus)
+    base = prepare_index(dataset, settings, notify=lambda m: print(m, file=sys.stderr))
+    indexes = {}
+    for fold in (0, 1):
+        if folds is None:
+            chosen = base.settings.replace(answer_reader=False)
+        else:
+            chosen = base.settings.replace(reader_weights=folds / f"reader-fold{1 - fold}.safetensors")
+        indexes[fold] = Index(chosen, embedder=base.embedder)
+    return dataset, indexes
+
+
+def answers(name: str, settings: Settings, folds: Path | None, limit: int | None) -> dict:
+    dataset, indexes = fold_indexes(name, settings, folds)
+    records = []
+    for fold, index in indexes.items():
+        subset = [q for q in dataset.questions if fold_of(q.group or "") == fold][:limit]
+        records += answer_records(replace(dataset, questions=subset), index)
+    return summarize_answers(records)
+
+
+def sentence_rows(name: str, settings: Settings, folds: Path) -> list[dict]:
+    """Per question: the read sentences with reader margin, probability, cheap score, labels."""
+    dataset, indexes = fold_indexes(name, settings, folds)
+    rows = []
+    for fold, index in indexes.items():
+        reader = Reader(index.settings.models_dir, index.settings.reader_weights)
+        retriever = Retriever(index.store, index.embedder)
+        for q in dataset.questions:
+            if fold_of(q.group or "") != fold or not q.answerable:
+                continue
+            retrieval = retriever.retrieve(q.question, k=index.settings.k)
+            top = units(retrieval)[:READ_SENTENCES]
+            readings = reader.read(q.question, [u.text for u in top])
+            rows.append({"fold": fold, "qid": q.qid, "fact_question": asks_for_fact(q.question), "sentences": [
+                {"margin": r.score, "probability": r.probability, "cheap": u.cheap, "chars": len(u.text),
+                 "gold": any(contains_answer(u.text, a) for a in q.answers),
+                 "span_f1": max((f1_score(u.text[r.start:r.end], a) for a in q.answers), default=0.0)}
+                for u, r in zip(top, readings)]})
+    return rows
+
+
+def fit_logistic(x: np.ndarray, y: np.ndarray, steps: int = 50) -> np.ndarray:
+    """Newton's method for logistic regression with a small ridge."""
+    x = np.hstack([x, np.ones((len(x), 1))])
+    w = np.zeros(x.shape[1])
+    for _ in range(steps):
+        p = 1 / (1 + np.exp(-x @ w))
+        gradient = x.T @ (p - y) + 1e-3 * w
+        hessian = (x * (p * (1 - p))[:, None]).T @ x + 1e-3 * np.eye(len(w))
+        w -= np.linalg.solve(hessian, gradient)
+    return w
+
+
+def fit(rows: list[dict]) -> dict:
+    def design(subset):
+        x = np.array([[s["margin"], s["cheap"]] for r in subset for s in r["sentences"]])
+        y = np.array([float(s["gold"]) for r in subset for s in r["sentences"]])
+        return x, y
+
+    out = {"per_fold": {}}
+    for fold in (0, 1):
+        out["per_fold"][fold] = fit_logistic(*design([r for r in rows if r["fold"] == fold])).round(3).tolist()
+    weights = fit_logistic(*design(rows))
+    out["weights_all"] = weights.round(3).tolist()
+
+    def best_of(row, w):
+        scores = [w[0] * s["margin"] + w[1] * s["cheap"] + w[2] for s in row["sentences"]]
+        return row["sentences"][int(np.argmax(scores))] if scores else None
+
+    # first quote: cross-fitted (each fold ranked with the weights fitted on the other)
+    first = [best_of(r, out["per_fold"][1 - r["fold"]]) for r in rows]
+    out["gold_in_first_quote_cv"] = round(float(np.mean([bool(b and b["gold"]) for b in first])), 4)
+    out["gold_in_first_quote_cheap_only"] = round(float(np.mean(
+        [bool(r["sentences"]) and max(r["sentences"], key=lambda s: s["cheap"])["gold"] for r in rows])), 4)
+    out["gold_in_read_sentences"] = round(float(np.mean([any(s["gold"] for s in r["sentences"]) for r in rows])), 4)
+    facts = [(b["probability"], b["span_f1"]) for r, b in zip(rows, first) if b and r["fact_question"]]
+    n = len(rows)
+    out["fact_curve"] = []
+    for threshold in (0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.35, 0.4, 0.5, 0.6):
+        given = [f1 for p, f1 in facts if p >= threshold]
+        out["fact_curve"].append({"min_probability": threshold, "fact_rate": round(len(given) / n, 4),
+                                  "fact_f1": round(float(np.mean(given)), 4) if given else None})
+    return out
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--folds", type=Path, default=None,
+                        help="folder with reader-fold0/1.safetensors (omit: answers without a reader)")
+    parser.add_argument("--sets", nargs="+", default=list(SETS), choices=list(SETS))
+    parser.add_argument("--fit", action="store_true")
+    parser.add_argument("--limit", type=int, default=None, help="questions per fold")
+    args = parser.parse_args()
+    settings = Settings.load()
+    result = {}
+    pooled: list[dict] = []
+    for name in args.sets:
+        if args.fit:
+            rows = sentence_rows(name, settings, args.folds)
+            pooled += rows
+            result[name] = fit(rows)
+        else:
+            result[name] = answers(name, settings, args.folds, args.limit)
+        print(json.dumps({name: result[name]}, ensure_ascii=False), file=sys.stderr, flush=True)
+    if args.fit:
+        result["pooled"] = fit(pooled)
+    print(json.dumps(result, ensure_ascii=False, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

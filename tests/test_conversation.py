@@ -1,0 +1,74 @@
+"""Turns that know whether they depend on the conversation: cues, resolution, and the real
+index (a topic switch gets exactly the passages of a fresh chat; a follow-up finds its article)."""
+
+from __future__ import annotations
+
+import pytest
+
+from rag.conversation import cues, previous_turn, resolve
+from rag.evaluation import history_of
+
+FOLLOW_UPS = ["ومن أطلقها؟", "وكم شخصا قتل فيها؟", "And who founded it?", "Where was he on holiday?",
+              "وماذا عن ألمانيا؟", "وأين قال ذلك؟", "وما منصبه؟", "What about France?"]
+STANDALONE = ["ما هي عاصمة كندا؟", "ما هي مبادرة نداء كرايست تشيرش؟", "Who launched the Christchurch Call?",
+              "متى فتحت بروكسل تحقيقا رسميا ضد منصة إكس؟", "What is the population of Egypt?",
+              "كم شخصا قتل في هجوم المسجدين في نيوزيلندا؟"]
+
+
+@pytest.mark.parametrize("question", FOLLOW_UPS)
+def test_follow_up_cues(question):
+    assert cues(question), question
+
+
+@pytest.mark.parametrize("question", STANDALONE)
+def test_standalone_questions_have_no_cue(question):
+    assert cues(question) == [], question
+
+
+HISTORY = [{"role": "user", "content": "ما هي مبادرة نداء كرايست تشيرش؟"},
+           {"role": "assistant", "content": "…", "doc_ids": ["001.txt"]}]
+
+
+def test_resolution_uses_the_previous_question_and_its_articles():
+    turn = resolve("ومن أطلقها؟", HISTORY, weak_on_its_own=True)
+    assert turn.depends and "كرايست" in turn.query and turn.prefer_docs == ("001.txt",)
+    # a follow-up that names something new leads with it, without favouring the old article
+    shifted = resolve("وماذا عن ألمانيا؟", HISTORY, weak_on_its_own=False)
+    assert shifted.depends and shifted.prefer_docs == ()
+
+
+def test_a_long_question_with_its_own_evidence_stands_alone():
+    question = "وما الصحيفة التي كشفت تفاصيل المواجهة بين ماسك ومركز مكافحة الكراهية الرقمية؟"
+    assert not resolve(question, HISTORY, weak_on_its_own=False).depends
+    assert not resolve("Who launched the Christchurch Call?", HISTORY, weak_on_its_own=False).depends
+    assert not resolve("ومن أطلقها؟", None, weak_on_its_own=True).depends  # no history: nothing to lean on
+
+
+def test_short_question_without_evidence_leans_on_history():
+    assert resolve("الغرامة؟", HISTORY, weak_on_its_own=True).depends
+    assert not resolve("الغرامة؟", HISTORY, weak_on_its_own=False).depends
+
+
+def test_previous_turn_accepts_answers_and_chat_dicts(seed_index):
+    answer = seed_index.ask("ما هي مبادرة نداء كرايست تشيرش؟")
+    from_answer = previous_turn([answer])
+    from_dicts = previous_turn(history_of(answer))
+    assert from_answer == from_dicts
+    assert from_answer.doc_ids and from_answer.doc_ids[0] == "001_4cc70f0e583a2e76.txt"
+
+
+def test_topic_switch_gets_the_passages_of_a_fresh_chat(seed_index):
+    first = seed_index.ask("ما الغرامة التي أقرتها ألمانيا على شبكات التواصل الاجتماعي؟")
+    switched = seed_index.ask("Who launched the Christchurch Call?", history=history_of(first))
+    fresh = seed_index.ask("Who launched the Christchurch Call?")
+    assert [p.chunk_id for p in switched.passages] == [p.chunk_id for p in fresh.passages]
+    assert switched.standalone_question is None
+    assert switched.citations[0].doc_id == "001_4cc70f0e583a2e76.txt"
+
+
+def test_follow_up_is_answered_from_the_previous_topic(seed_index):
+    first = seed_index.ask("متى وقعت مجزرة المسجدين في نيوزيلندا؟")
+    follow = seed_index.ask("وكم شخصا قتل فيها؟", history=history_of(first))
+    assert follow.standalone_question and "نيوزيلندا" in follow.standalone_question
+    assert follow.citations[0].doc_id == "001_4cc70f0e583a2e76.txt"
+    assert any("51" in c.quote for c in follow.citations)
