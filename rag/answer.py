@@ -22,7 +22,7 @@ from .conversation import resolve
 from .coverage import missing_terms, term, uncovered_terms
 from .errors import LLMError
 from .llm import LLM
-from .prompts import build_messages, condense_messages, question_language, refusal_text, text
+from .prompts import build_messages, condense_messages, echoes_prompt, question_language, refusal_text, text
 from .quotes import extractive_answer, summary_topic, task_of
 from .reader import Reader
 from .retrieval import Retrieval, Retriever
@@ -159,14 +159,15 @@ def generate(question: str, *, retriever: Retriever, k: int, llm: LLM | None, re
     uncovered: list[str] = []
 
     def finish(answer_text: str, citations: list[Citation], used: Sequence[Passage], refused: bool = False,
-               unverified: bool = False, fact: Fact | None = None) -> Answer:
+               unverified: bool = False, fact: Fact | None = None, removed: tuple[int, int] = (0, 0)) -> Answer:
         numbered = renumber(answer_text, citations, list(used), fact)
         timings["total_ms"] = _ms(began)
         return Answer(question=question, answer=numbered.text, citations=numbered.citations,
                       passages=numbered.passages, refused=refused, mode=mode, model=model, fell_back=fell_back,
                       notice=notice, unverified=unverified, timings_ms={k: round(v, 1) for k, v in timings.items()},
                       fact=numbered.fact, uncovered=tuple(uncovered), task=task,
-                      standalone_question=turn.query if turn.depends else None)
+                      standalone_question=turn.query if turn.depends else None,
+                      removed_quotes=removed[0], removed_markers=removed[1])
 
     if _weak(retrieval, refusal_threshold):
         mode, model = "refusal", None
@@ -194,6 +195,11 @@ def generate(question: str, *, retriever: Retriever, k: int, llm: LLM | None, re
             notice = text(lang, "fallback", model=exc.model, reason=exc.reason)
         else:
             timings["generation_ms"] = _ms(t)
+        if mode == "llm" and echoes_prompt("".join(produced), messages):
+            mode, fell_back = "extractive", True
+            notice = text(lang, "echo", model=model)
+            model = None
+        elif mode == "llm":
             t = time.perf_counter()
             checked = verify("".join(produced), retrieval.evidence[:n_used], embed=retriever.embedder.embed_query)
             timings["verification_ms"] = _ms(t)
@@ -203,7 +209,8 @@ def generate(question: str, *, retriever: Retriever, k: int, llm: LLM | None, re
             if not checked.citations:
                 notes.append(text(lang, "unverified"))
             notice = " ".join(notes) or None
-            return finish(checked.text, checked.citations, used, unverified=not checked.citations)
+            return finish(checked.text, checked.citations, used, unverified=not checked.citations,
+                          removed=(checked.removed_quotes, checked.removed_markers))
 
     t = time.perf_counter()
 

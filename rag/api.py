@@ -118,7 +118,7 @@ class Index:
         llm = None
         if chosen and chosen != "extractive":
             llm = LLM(chosen, api_base=self.settings.llm_api_base, timeout=self.settings.llm_timeout,
-                      options=dict(llm_options or {}))
+                      max_tokens=self.settings.llm_max_tokens, options=dict(llm_options or {}))
         return stream_answer(
             question, retriever=Retriever(self.store, self.embedder), reader=self.reader,
             k=k or self.settings.k, llm=llm,

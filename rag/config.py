@@ -74,6 +74,9 @@ class Settings:
     llm_api_base: str | None = _setting(
         None, "Base URL for an OpenAI-compatible local server (Ollama, vLLM, llama.cpp).")
     llm_timeout: float = _setting(60.0, "Seconds before an LLM request is abandoned.")
+    llm_max_tokens: int = _setting(
+        1024, "Most tokens an LLM may generate for one answer: a small local model caught in a "
+        "repetition loop otherwise generates until its context is full.")
     llm_context_tokens: int = _setting(
         6000, "Token budget (o200k_base) for the passages put into an LLM prompt.")
     max_upload_mb: float = _setting(20.0, "Largest file accepted by the chat's upload, in MB.")

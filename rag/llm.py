@@ -27,19 +27,29 @@ def _litellm():
     return litellm
 
 
+LOCAL_SERVER_KEY = "no-key"  # for openai/<name> at an api_base when OPENAI_API_KEY is unset
+
+
 @dataclass(frozen=True)
 class LLM:
     model: str
     api_base: str | None = None
     timeout: float = 60.0
+    max_tokens: int | None = None
     options: dict[str, Any] = field(default_factory=dict)  # passed to litellm.completion as is
 
     def _kwargs(self, messages: list[dict[str, str]], stream: bool) -> dict[str, Any]:
         kwargs: dict[str, Any] = {"model": self.model, "messages": messages, "stream": stream,
                                   "timeout": self.timeout, "temperature": 0.0, "num_retries": 0,
                                   "max_retries": 0}
+        if self.max_tokens:
+            kwargs["max_tokens"] = self.max_tokens
         if self.api_base:
             kwargs["api_base"] = self.api_base
+            if self.model.startswith("openai/") and not os.environ.get("OPENAI_API_KEY"):
+                # litellm's OpenAI client refuses to send a request without a key, but a local
+                # OpenAI-compatible server (llama.cpp, vLLM) started without --api-key takes any.
+                kwargs["api_key"] = LOCAL_SERVER_KEY
         kwargs.update(self.options)
         return kwargs
 

@@ -32,6 +32,7 @@ TEXTS = {
         "fallback": "تعذّر استخدام النموذج اللغوي {model}، وهذه إجابة مستخرجة من المصادر مباشرة.\n{reason}",
         "unverified": "تنبيه: لم يُعثر في المصادر على أي اقتباس يدعم هذه الإجابة.",
         "removed": "حُذف {n} اقتباس لم يُعثر عليه حرفيًا في المقال المذكور.",
+        "echo": "كرّر النموذج اللغوي {model} تعليماته والمقاطع بدل أن يجيب، وهذه إجابة مستخرجة من المصادر مباشرة.",
         "open": "«", "close": "»",
     },
     "en": {
@@ -49,6 +50,7 @@ TEXTS = {
         "fallback": "The LLM {model} could not be used; this answer is extracted from the sources.\n{reason}",
         "unverified": "Warning: no quote in the sources supports this answer.",
         "removed": "{n} quote(s) removed: not found verbatim in the cited article.",
+        "echo": "The LLM {model} repeated its instructions and the passages instead of answering; this answer is extracted from the sources.",
         "open": "“", "close": "”",
     },
 }
@@ -120,6 +122,23 @@ def build_messages(question: str, passages: Sequence[Passage], budget_tokens: in
             + f"\n</passages>{missing}\n\nQuestion: {question.strip()}")
     system = SYSTEM_PROMPT.format(language=_LANGUAGE_NAMES[lang], task=TASK_PROMPTS.get(task, ""))
     return [{"role": "system", "content": system}, {"role": "user", "content": user}], len(blocks)
+
+
+def echoes_prompt(output: str, messages: Sequence[dict]) -> bool:
+    """Whether the model repeated its prompt instead of answering.
+
+    Gemma-3-270M (a base model) answered every question by copying the system prompt and the
+    passage blocks; the quotes inside the copied passages then verified, so an echo looked like
+    a well-cited answer. An output that contains a line of the prompt's own scaffolding (a rule
+    of the system prompt, the passages header) or opens a passage block is an echo."""
+    flat = " ".join(output.split())
+    if re.search(r"<\s*passages?\s+n\s*=", output, re.I):
+        return True
+    scaffolding = [line for message in messages if message["role"] == "system"
+                   for line in message["content"].splitlines()]
+    scaffolding += [line for message in messages if message["role"] == "user"
+                    for line in message["content"].splitlines() if line.startswith("Passages (")]
+    return any(len(line) >= 25 and " ".join(line.split()) in flat for line in scaffolding)
 
 
 def condense_messages(question: str, history: Sequence[dict[str, str]]) -> list[dict]:

@@ -151,7 +151,7 @@ def _load(models_dir: Path, weights: Path, device: str) -> tuple[Any, Any, Any]:
     head.load_state_dict({"weight": tuned.pop("qa_head.weight").float(), "bias": tuned.pop("qa_head.bias").float()})
     state.update({name: tensor.float() for name, tensor in tuned.items()})
     missing, unexpected = encoder.load_state_dict(state, strict=False)
-    if [m for m in missing if "pooler" not in m] or unexpected:
+    if missing or [u for u in unexpected if not u.startswith("pooler.")]:
         raise ModelError(f"the answer reader's weights {weights} do not fit the embedding model at {base}: "
                          "rebuild them with `python bench/train_reader.py`")
     encoder.eval().to(device)

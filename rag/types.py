@@ -128,6 +128,8 @@ class Answer:
     uncovered: tuple[str, ...] = ()  # what the question names that the passages never mention
     task: str = "fact"  # fact, summary or comparison
     standalone_question: str | None = None  # what was retrieved for, when the turn used history
+    removed_quotes: int = 0  # LLM quotes not found in the cited article, removed by verification
+    removed_markers: int = 0  # [n] markers that named no passage, removed by verification
 
     def sources(self) -> list[SourceView]:
         """One view per cited passage (or, for a refusal, per closest passage), in [n] order,
@@ -158,6 +160,8 @@ class Answer:
             "uncovered": list(self.uncovered),
             "task": self.task,
             "standalone_question": self.standalone_question,
+            "removed_quotes": self.removed_quotes,
+            "removed_markers": self.removed_markers,
             "citations": [c.to_dict() for c in self.citations],
             "passages": [p.to_dict() for p in self.passages],
             "timings_ms": dict(self.timings_ms),

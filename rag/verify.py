@@ -19,6 +19,8 @@ from .types import Citation, Fact, Passage
 
 MARKER = re.compile(r"\[\s*(\d+(?:\s*[,،]\s*\d+)*)\s*\]")
 QUOTE = re.compile(r"«([^«»\n]{2,800})»|“([^“”\n]{2,800})”|\"([^\"\n]{2,800})\"")
+# The prompt's own delimiters, which small models echo ("…والفقائة.\n</passage>").
+PROMPT_TAG = re.compile(r"</?\s*passages?\b[^>\n]*>", re.I)
 CLAIM_MIN_COSINE = 0.78  # for claims that share no word with the passage (cross-lingual)
 
 
@@ -39,6 +41,7 @@ def cite(evidence: Sequence[Evidence], n: int, start: int, end: int) -> Citation
 def verify(text: str, evidence: Sequence[Evidence], embed: Callable[[str], np.ndarray] | None = None) -> Verified:
     """Check every [n] and every quote of a generated answer against the passages' documents.
 
+    - the prompt's <passage> tags echoed by the model are removed;
     - [n] outside 1..len(evidence) is removed;
     - a quote belongs to the next [n] of its paragraph (else the previous one, else to the
       passage that contains it, whose marker is then added) and must occur verbatim in that
@@ -58,7 +61,7 @@ def verify(text: str, evidence: Sequence[Evidence], embed: Callable[[str], np.nd
         removed_markers += len(numbers) - len(valid)
         return f"[{', '.join(map(str, valid))}]" if valid else ""
 
-    text = MARKER.sub(keep_valid, text)
+    text = MARKER.sub(keep_valid, PROMPT_TAG.sub("", text))
     markers = [(m.start(), m.end(), _numbers(m)) for m in MARKER.finditer(text)]
     edits: list[tuple[int, int, str]] = []  # (start, end, replacement) in `text`
     citations: list[Citation] = []

@@ -47,9 +47,9 @@ def test_every_dev_question_is_answered_from_its_article_or_refused(seed_index):
 
 def test_framing_follows_the_question_language(seed_index):
     arabic = seed_index.ask(SPOKESMAN)
-    assert arabic.answer.startswith("وفقًا للمصادر") and "«" in arabic.answer and "[1]" in arabic.answer
+    assert "وفقًا للمصادر:" in arabic.answer and "«" in arabic.answer and "[1]" in arabic.answer
     english = seed_index.ask("Which newspaper reported on Musk's fight with the Center for Countering Digital Hate?")
-    assert english.answer.startswith("According to the sources")
+    assert "According to the sources:" in english.answer and english.answer.startswith(("Answer:", "According"))
     refused = seed_index.ask("Who won the 2022 football World Cup?")
     assert refused.refused and refused.answer.startswith("The sources do not contain this")
     assert seed_index.ask("ما هو سعر سهم تسلا اليوم؟").answer.startswith("لا تتضمن المصادر")
@@ -203,7 +203,7 @@ def test_injected_document_does_not_change_extractive_answers_or_refusal(setting
     refused = index.ask("Who won the 2022 football World Cup?")
     assert refused.refused
     answer = index.ask(SPOKESMAN)
-    assert not answer.refused and answer.answer.startswith("وفقًا للمصادر")
+    assert not answer.refused and "وفقًا للمصادر:" in answer.answer
     assert any(GOLD_QUOTE in c.quote for c in answer.citations)
     assert_verbatim(index, answer)
 
