@@ -164,6 +164,23 @@ async def profiles(user: cl.User | None = None, language: str | None = None) -> 
     return chat_profiles()
 
 
+# Chainlit 2.12 gives each new socket.io session its configuration by running set_chat_profiles
+# through loop.run_until_complete() inside the running event loop (re-entrant by nest_asyncio):
+# every session connecting meanwhile runs one event-loop level deeper on the same stack, so ~50
+# sessions connecting at once exhaust the recursion limit (engineio's RecursionError) and the
+# outer connects wait for all the inner ones (timeouts). The profiles are known here without
+# the event loop, so the configuration is computed directly.
+def _session_config(self: chainlit.session.WebsocketSession):
+    if getattr(self, "config", None):
+        return self.config
+    profile = next((p for p in chat_profiles() if p.name == self.chat_profile), None)
+    overrides = getattr(profile, "config_overrides", None)
+    return chainlit_config.with_overrides(overrides) if overrides else chainlit_config
+
+
+chainlit.session.WebsocketSession.get_config = _session_config
+
+
 @cl.on_chat_start
 async def on_chat_start() -> None:
     settings = rag.Settings.load()
