@@ -137,13 +137,16 @@ def test_bad_uploads_are_rejected_with_reasons(page, tmp_path):
     unknown.write_bytes(b"PK\x03\x04 not a text file")
     garbage = tmp_path / "garbled.txt"
     garbage.write_bytes(bytes(range(256)) * 40)
-    page.set_input_files("#upload-button-input", [str(empty), str(unknown), str(garbage)])
+    deep = tmp_path / "deep.json"
+    deep.write_bytes(b"[" * 200_000 + b"]" * 200_000)
+    page.set_input_files("#upload-button-input", [str(empty), str(unknown), str(garbage), str(deep)])
     page.wait_for_selector("#chat-submit:not([disabled])", timeout=30_000)
     page.click("#chat-submit")
     text = finished_message(page, 1).inner_text()
     assert "Rejected empty.txt: the file is empty" in text
     assert "Rejected notes.docx: unsupported type .docx" in text
     assert "Rejected garbled.txt" in text and "UTF-8" in text
+    assert "Rejected deep.json: nests too deeply to be read" in text
     screenshot(page, "06-rejected-upload")
 
 
