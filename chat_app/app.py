@@ -7,23 +7,35 @@ every blocking call runs in a worker thread.
 
 Environment: the `rag` settings (RAG_HOME, RAG_INDEX_DIR, RAG_LLM_MODEL, RAG_K, …);
 RAG_CHAT_SOURCES — folders the chat's index must include (default: the repository's seeds/;
-the index keeps its other sources, such as uploads); RAG_CHAT_USERNAME + RAG_CHAT_PASSWORD — turn on password login.
+the index keeps its other sources, such as uploads); RAG_CHAT_USERNAME + RAG_CHAT_PASSWORD_HASH
+(made by `rag chat-password`) or RAG_CHAT_PASSWORD — turn on password login.
+
+Everything shown on the page is untrusted text (articles, LLM output, file names, the user's
+own question): it goes through `rag.markdown` before it reaches Chainlit's Markdown renderer,
+and the server's Content-Security-Policy keeps the page from loading anything from elsewhere.
 """
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import os
-import re
 import secrets
 import threading
 from concurrent.futures import Future
 from pathlib import Path
 
 import chainlit as cl
+import chainlit.server
 import chainlit.session
+from chainlit.config import config as chainlit_config
 from chainlit.input_widget import Select, Slider, TextInput
 
 import rag
+from rag import auth, web
+from rag.markdown import MarkdownStream, escape, source_card
+
+log = logging.getLogger("sanad.chat")
 
 SEEDS = Path(__file__).resolve().parent.parent / "seeds"
 
@@ -51,6 +63,7 @@ def _load_index() -> rag.Index:
     # Builds the index on a first start; later starts pick up files changed in any source.
     index.update(configured or [str(SEEDS)], progress=True, notify=print)
     index.embedder.model  # noqa: B018 - load the model now, not on the first question
+    print(f"sanad: index ready ({len(index.document_sources())} documents)", flush=True)
     return index
 
 
@@ -89,16 +102,31 @@ def start_loading() -> None:
 
 # ----------------------------------------------------------------------------- login (optional)
 
-if os.environ.get("RAG_CHAT_USERNAME") and os.environ.get("RAG_CHAT_PASSWORD"):
+CREDENTIALS = auth.Credentials.from_env()
+if CREDENTIALS is not None:
     os.environ.setdefault("CHAINLIT_AUTH_SECRET", secrets.token_urlsafe(32))
+    chainlit.server.app.add_middleware(web.LoginGuard, throttle=auth.LoginThrottle(),
+                                       path=f"{chainlit_config.run.root_path}/login")
 
     @cl.password_auth_callback
-    def login(username: str, password: str) -> cl.User | None:
-        if secrets.compare_digest(username, os.environ["RAG_CHAT_USERNAME"]) and secrets.compare_digest(
-                password, os.environ["RAG_CHAT_PASSWORD"]):
-            return cl.User(identifier=username)
+    async def login(username: str, password: str) -> cl.User | None:
+        # a hashed password costs ~50 ms of CPU: not on the event loop
+        if await asyncio.to_thread(CREDENTIALS.check, username, password):
+            return cl.User(identifier=CREDENTIALS.username)
         return None
 
+
+# ----------------------------------------------------------------------------- what the page may load
+
+# Same-origin only, Chainlit's own inline scripts allowed by hash (see rag.web). Added last, so
+# it is the outermost middleware and every answer gets the headers, the login's 429 too.
+chainlit.server.app.add_middleware(web.SecurityHeaders, headers={
+    "Content-Security-Policy": web.content_security_policy(
+        chainlit.server.get_html_template(os.environ.get("CHAINLIT_PARENT_ROOT_PATH", "")
+                                          + os.environ.get("CHAINLIT_ROOT_PATH", ""))),
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+})
 
 # ----------------------------------------------------------------------------- uploads
 
@@ -125,11 +153,32 @@ chainlit.session.BaseSession.persist_file = _persist_empty_files_too
 
 # ----------------------------------------------------------------------------- chat
 
-@cl.set_chat_profiles
-async def profiles(user: cl.User | None = None) -> list[cl.ChatProfile]:
+def chat_profiles() -> list[cl.ChatProfile]:
     return [cl.ChatProfile(
         name="Sanad", markdown_description=WELCOME, icon="/public/logo.svg", default=True,
         starters=[cl.Starter(label=label, message=message) for label, message in STARTERS])]
+
+
+@cl.set_chat_profiles
+async def profiles(user: cl.User | None = None, language: str | None = None) -> list[cl.ChatProfile]:
+    return chat_profiles()
+
+
+# Chainlit 2.12 gives each new socket.io session its configuration by running set_chat_profiles
+# through loop.run_until_complete() inside the running event loop (re-entrant by nest_asyncio):
+# every session connecting meanwhile runs one event-loop level deeper on the same stack, so ~50
+# sessions connecting at once exhaust the recursion limit (engineio's RecursionError) and the
+# outer connects wait for all the inner ones (timeouts). The profiles are known here without
+# the event loop, so the configuration is computed directly.
+def _session_config(self: chainlit.session.WebsocketSession):
+    if getattr(self, "config", None):
+        return self.config
+    profile = next((p for p in chat_profiles() if p.name == self.chat_profile), None)
+    overrides = getattr(profile, "config_overrides", None)
+    return chainlit_config.with_overrides(overrides) if overrides else chainlit_config
+
+
+chainlit.session.WebsocketSession.get_config = _session_config
 
 
 @cl.on_chat_start
@@ -147,19 +196,31 @@ async def on_chat_start() -> None:
     index_future()
 
 
+# Test hook: a server started with SANAD_TEST_LLM_REPLY in its environment gets this text from
+# every LLM request (litellm's mock_response, no network), so browser tests can show hostile LLM
+# output. Only the server's own environment sets it; nothing a chat user sends can.
+TEST_LLM_REPLY = os.environ.get("SANAD_TEST_LLM_REPLY")
+if TEST_LLM_REPLY is not None:
+    log.warning("SANAD_TEST_LLM_REPLY is set: every LLM answer is that fixed text (tests only)")
+
+
 @cl.on_message
 async def on_message(message: cl.Message) -> None:
-    index = await ready_index()
-    files = [e for e in message.elements if getattr(e, "path", None)]
-    if files:
-        await add_files(index, files)
-    if message.content.strip():
-        await answer(index, message.content.strip())
+    try:
+        index = await ready_index()
+        files = [e for e in message.elements if getattr(e, "path", None)]
+        if files:
+            await add_files(index, files)
+        if message.content.strip():
+            await answer(index, message.content.strip())
+    except Exception as exc:  # noqa: BLE001 - shown escaped, not as Chainlit's raw Markdown error
+        log.exception("the message could not be handled")
+        await cl.ErrorMessage(content=escape(str(exc) or type(exc).__name__)).send()
 
 
 async def add_files(index: rag.Index, files: list) -> None:
     async with cl.Step(name="Indexing uploaded files", type="tool") as step:
-        step.input = ", ".join(f.name for f in files)
+        step.input = escape(", ".join(f.name for f in files))
         result = await cl.make_async(index.add_uploads)([(f.name, f.path) for f in files])
         step.output = "done"
     lines = []
@@ -167,10 +228,16 @@ async def add_files(index: rag.Index, files: list) -> None:
         report = result.report
         docs = report.added.documents + report.changed.documents
         chunks = report.added.chunks + report.changed.chunks
-        lines.append(f"✓ Indexed {', '.join(result.accepted)}: {docs} document(s) added or updated, "
+        lines.append(f"✓ Indexed {escape(', '.join(result.accepted))}: {docs} document(s) added or updated, "
                      f"{chunks} passage(s). You can ask about them now.")
+    for kept in result.renamed:
+        lines.append(f"✓ Another file named {escape(kept.name)} is already in the index, so this one is kept "
+                     f"as {escape(kept.stored_as)}: both can be searched.")
+    for kept in result.already_there:
+        lines.append(f"= {escape(kept.name)} is already in the index with the same content "
+                     f"(as {escape(kept.stored_as)}): nothing was added.")
     for rejected in result.rejected:
-        lines.append(f"✗ Rejected {rejected.name}: {rejected.reason}")
+        lines.append(f"✗ Rejected {escape(rejected.name)}: {escape(rejected.reason)}")
     await cl.Message(content="\n\n".join(lines)).send()
 
 
@@ -182,34 +249,22 @@ async def answer(index: rag.Index, question: str) -> None:
         model = (chosen.get("model") or "").strip() or None
         if model is None:
             model, note = "extractive", "No LLM model is set in the settings: extractive answer shown."
+    llm_options = {"mock_response": TEST_LLM_REPLY} if TEST_LLM_REPLY is not None else None
     message = cl.Message(content="")
-    stream = index.astream(question, history, k=int(chosen.get("k") or index.settings.k), model=model)
+    escaped = MarkdownStream()  # escaped pieces add up to escape(the streamed text)
+    stream = index.astream(question, history, k=int(chosen.get("k") or index.settings.k), model=model,
+                           llm_options=llm_options)
     async for piece in stream:
-        await message.stream_token(piece)
+        await message.stream_token(escaped.feed(piece))
+    await message.stream_token(escaped.close())
     final = await stream.answer()
     notes = [line for n in (note, final.notice) if n for line in n.splitlines() if line.strip()]
-    message.content = _markdown(final.answer) + "".join(f"\n\n_⚠ {_markdown(n)}_" for n in notes)
-    message.elements = [cl.Text(name=f"[{view.n}] {view.title}", content=_source_card(view), display="inline")
+    message.content = escape(final.answer) + "".join(f"\n\n_⚠ {escape(n)}_" for n in notes)
+    # The card title is shown as plain text; the card body is Markdown.
+    message.elements = [cl.Text(name=f"[{view.n}] {view.title}", content=source_card(view), display="inline")
                         for view in final.sources()]
     await message.send()
-    history += [{"role": "user", "content": question}, {"role": "assistant", "content": final.answer}]
+    history += [{"role": "user", "content": question},
+                {"role": "assistant", "content": final.answer,
+                 "doc_ids": list(dict.fromkeys(c.doc_id for c in final.citations))}]
     cl.user_session.set("history", history[-12:])
-
-
-def _source_card(view: rag.SourceView) -> str:
-    """The passage with its cited words in bold (style.css turns them into a highlight)."""
-    body = "".join(_bold(text) if cited else _markdown(text) for text, cited in view.segments)
-    return f"{body}\n\n_{_markdown(view.doc_id)} · {view.start}–{view.end}_"
-
-
-def _bold(text: str) -> str:
-    # Markdown bold cannot span lines or start/end with a space: mark each line's words.
-    return re.sub(r"[^\s].*[^\s]|[^\s]", lambda m: f"**{_markdown(m.group())}**", text)
-
-
-_MARKDOWN_SPECIAL = re.compile(r"([\\`*_{}\[\]<>#|~])")
-
-
-def _markdown(text: str) -> str:
-    """Article text shown as Markdown must not format itself (or make links)."""
-    return _MARKDOWN_SPECIAL.sub(r"\\\1", text)

@@ -67,11 +67,21 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("info", help="show what an index holds")
     _common(p)
+
+    p = sub.add_parser("chat-password", help="make a salted hash for RAG_CHAT_PASSWORD_HASH (chat login)")
+    p.add_argument("--stdin", action="store_true",
+                   help="read the password from standard input instead of asking for it")
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.command == "chat-password":  # needs no settings or index
+        try:
+            return cmd_chat_password(args)
+        except RagError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 1
     try:
         settings = Settings.load(args.settings, index_dir=args.index,
                                  embedding_model=args.embedding_model)
@@ -203,6 +213,24 @@ def cmd_info(args: argparse.Namespace, settings: Settings) -> int:
     else:
         for key, value in info.items():
             print(f"{key}: {value}")
+    return 0
+
+
+def cmd_chat_password(args: argparse.Namespace) -> int:
+    import getpass
+
+    from .auth import hash_password
+
+    if args.stdin or not sys.stdin.isatty():
+        password = sys.stdin.readline().rstrip("\r\n")
+    else:
+        password = getpass.getpass("chat password: ")
+        if getpass.getpass("again: ") != password:
+            print("error: the two passwords differ: run `rag chat-password` again", file=sys.stderr)
+            return 1
+    print(hash_password(password))
+    print("put it in the chat server's environment as RAG_CHAT_PASSWORD_HASH=… (with RAG_CHAT_USERNAME), "
+          "and unset RAG_CHAT_PASSWORD", file=sys.stderr)
     return 0
 
 

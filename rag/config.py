@@ -80,6 +80,9 @@ class Settings:
     llm_context_tokens: int = _setting(
         6000, "Token budget (o200k_base) for the passages put into an LLM prompt.")
     max_upload_mb: float = _setting(20.0, "Largest file accepted by the chat's upload, in MB.")
+    max_document_mb: float = _setting(
+        50.0, "Largest file `rag index` reads, in MB: bigger files are skipped with a notice "
+        "before they are read.")
     answer_reader: bool = _setting(
         True, "Read the best sentences with the answer reader (e5-small fine-tuned for extractive QA) "
         "to choose the quotes and state the short answer; off: quotes by similarity only.")
@@ -97,6 +100,10 @@ class Settings:
     @property
     def models_dir(self) -> Path:
         return self.model_dir if self.model_dir is not None else self.home / "models"
+
+    @property
+    def max_document_bytes(self) -> int:
+        return int(self.max_document_mb * 1e6)
 
     @property
     def uploads_dir(self) -> Path:

@@ -4,16 +4,23 @@ Supported: .txt .md .html/.htm (visible text) .pdf (text layer) .jsonl/.json (ne
 `text` and optional `title`, `url`, `date`, `id`). Text is decoded from UTF-8 (with or without
 BOM), UTF-16 or legacy encodings such as Windows-1256, then normalized once; offsets everywhere
 refer to that stored text.
+
+A file that cannot be read — any parser failure, too deep, too large — becomes one `Skipped`
+line naming it (and the record's line for .jsonl); everything else is still loaded. Files
+over the size limit are skipped before they are read. `NoticeLog` remembers what was already
+reported, so an unchanged bad file is not reported again on every run.
 """
 
 from __future__ import annotations
 
 import codecs
 import hashlib
+import itertools
 import json
+import os
 import re
 import unicodedata
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from html.parser import HTMLParser
 from pathlib import Path
@@ -40,11 +47,12 @@ class LoadResult:
     skipped: list[Skipped] = field(default_factory=list)
     per_root: dict[str, int] = field(default_factory=dict)  # documents found under each path given
 
-    def notices(self) -> list[str]:
-        """Human-readable lines: unsupported types grouped, other problems one per file."""
+    def notices(self, skipped: Sequence[Skipped] | None = None) -> list[str]:
+        """Human-readable lines for `skipped` (default: all): unsupported types grouped, other
+        problems one per file."""
         by_suffix: dict[str, list[str]] = {}
         lines = []
-        for item in self.skipped:
+        for item in self.skipped if skipped is None else skipped:
             if item.reason.startswith("unsupported type"):
                 by_suffix.setdefault(Path(item.path).suffix.lower() or "(none)", []).append(item.path)
             else:
@@ -57,12 +65,65 @@ class LoadResult:
         return lines
 
 
-def load_paths(paths: Sequence[str | Path]) -> LoadResult:
+class NoticeLog:
+    """What was already reported about skipped files, in a small JSON file (path → size,
+    mtime, reason), so that an unchanged bad file is reported once and not on every run."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def new_notices(self, result: LoadResult) -> list[str]:
+        """Notices for the files skipped now that were not reported in this same state, then one
+        line counting the others; remembers the files skipped now."""
+        before = self._read()
+        now: dict[str, list] = {}
+        fresh = []
+        for item in result.skipped:
+            state = _file_state(item.path)
+            if state is not None:
+                now[item.path] = [*state, item.reason]
+            if state is None or before.get(item.path) != now[item.path]:
+                fresh.append(item)
+        if now != before:
+            self._write(now)
+        lines = result.notices(fresh)
+        if known := len(result.skipped) - len(fresh):
+            lines.append(f"{known} file(s) still skipped as reported before (unchanged since)")
+        return lines
+
+    def _read(self) -> dict[str, list]:
+        try:
+            data = json.loads(self.path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return {}  # none yet, or unreadable: everything is reported again
+        return data if isinstance(data, dict) else {}
+
+    def _write(self, data: dict[str, list]) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        staging = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
+        staging.write_text(json.dumps(data, ensure_ascii=False, indent=1), encoding="utf-8")
+        os.replace(staging, self.path)
+
+
+def _file_state(skipped_path: str) -> tuple[int, int] | None:
+    """(size, mtime in ns) of the file a skipped item names (a .jsonl record is `file:line`)."""
+    for candidate in (skipped_path, re.sub(r":\d+$", "", skipped_path)):
+        try:
+            stat = os.stat(candidate)
+            return stat.st_size, stat.st_mtime_ns
+        except OSError:
+            continue
+    return None
+
+
+def load_paths(paths: Sequence[str | Path], max_bytes: int | None = None) -> LoadResult:
     """Read every supported file under the given folders/files. Doc ids are paths relative to
     the folder given (a file given directly is named by its file name); JSON records use their
-    `id` when they have one."""
+    `id` when they have one. A file reached twice (a folder and a file inside it, or the same
+    path given twice) is read once, under the first name. Files over `max_bytes` are skipped."""
     result = LoadResult()
     seen: dict[str, str] = {}
+    read: set[Path] = set()
     for raw in paths:
         root = Path(raw).expanduser()
         if not root.exists():
@@ -71,8 +132,12 @@ def load_paths(paths: Sequence[str | Path]) -> LoadResult:
         base = root.parent if root.is_file() else root
         result.per_root.setdefault(str(raw), 0)
         for path in files:
+            if (real := path.resolve()) in read:
+                result.per_root[str(raw)] += 1  # found here too; already read
+                continue
+            read.add(real)
             rel = path.relative_to(base).as_posix()
-            for doc in _load_file(path, rel, result):
+            for doc in _load_file(path, rel, result, max_bytes):
                 if doc.doc_id in seen:
                     raise DocumentError(
                         f"document id {doc.doc_id!r} comes from both {seen[doc.doc_id]} and "
@@ -92,12 +157,16 @@ def _walk(root: Path) -> Iterable[Path]:
             yield path
 
 
-def _load_file(path: Path, rel: str, result: LoadResult) -> list[Document]:
+def _load_file(path: Path, rel: str, result: LoadResult, max_bytes: int | None = None) -> list[Document]:
     suffix = path.suffix.lower()
     if suffix not in SUPPORTED_SUFFIXES:
         result.skipped.append(Skipped(str(path), f"unsupported type {suffix or '(no extension)'}"))
         return []
     try:
+        size = path.stat().st_size
+        if max_bytes is not None and size > max_bytes:
+            raise DocumentError(f"is {size / 1e6:.1f} MB, over the {max_bytes / 1e6:g} MB limit "
+                                "(setting max_document_mb): split it, or raise the limit")
         if suffix == ".pdf":
             docs = [_document(rel, str(path), _pdf_text(path), fallback_title=path.stem)]
         elif suffix in RECORD_SUFFIXES:
@@ -106,13 +175,18 @@ def _load_file(path: Path, rel: str, result: LoadResult) -> list[Document]:
             text, title = html_text(decode_bytes(path.read_bytes(), path, html=True))
             docs = [_document(rel, str(path), text, title=title, fallback_title=path.stem)]
         else:
-            raw = decode_bytes(path.read_bytes(), path)
-            docs = [_document(rel, str(path), raw, fallback_title=path.stem)]
+            docs = [_document(rel, str(path), decode_bytes(path.read_bytes(), path), fallback_title=path.stem)]
     except DocumentError as exc:
         result.skipped.append(Skipped(str(path), str(exc)))
         return []
     except OSError as exc:
         result.skipped.append(Skipped(str(path), f"cannot be read ({exc.strerror or exc})"))
+        return []
+    except RecursionError:
+        result.skipped.append(Skipped(str(path), "nests too deeply to be read: flatten its structure"))
+        return []
+    except MemoryError:
+        result.skipped.append(Skipped(str(path), "is too large to read into memory: split it"))
         return []
     kept = [d for d in docs if d.text]
     if not kept and docs:
@@ -128,9 +202,15 @@ _BOMS = [(codecs.BOM_UTF32_LE, "utf-32"), (codecs.BOM_UTF32_BE, "utf-32"),
 _META_CHARSET = re.compile(rb"""<meta[^>]+charset\s*=\s*["']?([A-Za-z0-9_-]+)""", re.I)
 
 
+# Encoding detection looks at this much of a file; the whole file is then decoded once.
+DETECTION_SAMPLE_BYTES = 1 << 20
+_CONTROL = re.compile("[\x00-\x08\x0b\x0e-\x1f\x7f-\x9f]")  # Cc but tab, newline, form feed, return
+
+
 def decode_bytes(data: bytes, path: Path | str = "<bytes>", html: bool = False) -> str:
     """Decode text of unknown encoding: BOM, strict UTF-8, an HTML meta charset, then
-    detection (UTF-16 without BOM, Windows-1256 and other legacy encodings)."""
+    detection (UTF-16 without BOM, Windows-1256 and other legacy encodings). Detection reads
+    a sample, so a large file is held once as bytes and once as text."""
     for bom, encoding in _BOMS:
         if data.startswith(bom):
             try:
@@ -143,6 +223,7 @@ def decode_bytes(data: bytes, path: Path | str = "<bytes>", html: bool = False) 
             return text
     except UnicodeDecodeError:
         pass
+    text = None  # a binary-looking decode is not kept while the next one is tried
     if (text := _utf16_without_bom(data)) is not None:
         return text
     if html and (match := _META_CHARSET.search(data[:4096])):
@@ -152,8 +233,17 @@ def decode_bytes(data: bytes, path: Path | str = "<bytes>", html: bool = False) 
             pass
     from charset_normalizer import from_bytes
 
-    best = from_bytes(data).best()
-    text = str(best) if best is not None else None
+    sample = data
+    if len(data) > DETECTION_SAMPLE_BYTES:
+        cut = data.rfind(b"\n", 0, DETECTION_SAMPLE_BYTES)
+        sample = data[:cut if cut > 0 else DETECTION_SAMPLE_BYTES]
+    best = from_bytes(sample).best()
+    text = None
+    if best is not None:
+        try:
+            text = data.decode(best.encoding)
+        except (LookupError, UnicodeDecodeError):
+            text = None
     if text is None or _looks_binary(text):
         raise DocumentError(
             "is not text in a known encoding (tried UTF-8, UTF-16, Windows-1256 and others): "
@@ -165,8 +255,9 @@ def _utf16_without_bom(data: bytes) -> str | None:
     """UTF-16 text has a high byte that repeats: 0x00 for Latin, 0x06 for Arabic."""
     if len(data) < 4 or len(data) % 2:
         return None
-    for encoding, high in (("utf-16-le", data[1::2]), ("utf-16-be", data[0::2])):
-        if sum(1 for b in high if b in (0x00, 0x06)) >= 0.7 * len(high):
+    sample = data[:DETECTION_SAMPLE_BYTES]
+    for encoding, high in (("utf-16-le", sample[1::2]), ("utf-16-be", sample[0::2])):
+        if high.count(0x00) + high.count(0x06) >= 0.7 * len(high):
             try:
                 text = data.decode(encoding)
             except UnicodeDecodeError:
@@ -177,35 +268,92 @@ def _utf16_without_bom(data: bytes) -> str | None:
 
 
 def _looks_binary(text: str) -> bool:
-    controls = sum(1 for ch in text if unicodedata.category(ch) == "Cc" and ch not in "\n\r\t\f")
-    return "\x00" in text or controls > max(2, len(text) // 200)
+    if "\x00" in text:
+        return True
+    allowed = max(2, len(text) // 200)
+    for count, _ in enumerate(_CONTROL.finditer(text), start=1):
+        if count > allowed:
+            return True
+    return False
 
 
 # ----------------------------------------------------------------------------- text
 
 _INVISIBLE = re.compile("[\u200b\u200e\u200f\u061c\u202a-\u202e\u2066-\u2069\ufeff\u00ad]")
 _PRESENTATION_FORMS = re.compile("[\ufb50-\ufdff\ufe70-\ufefe]+")
-_SPACES = re.compile(r"[ \t\u00a0\u2000-\u200a\u202f\u205f\u3000]+")
+_SPACE_CHARS = " \t\u00a0\u2000-\u200a\u202f\u205f\u3000"
+# runs of spaces other than a lone " " (matching every single space would cost an object per word)
+_SPACES = re.compile(f"[{_SPACE_CHARS[1:]}][{_SPACE_CHARS}]*| [{_SPACE_CHARS}]+")
+_CONTROL_BUT_TAB_NEWLINE = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")  # only JSON escapes can make one; UTF-8 cannot hold it
+_LINE_END_SPACE = re.compile(r"[^\S\n]+(?=\n)")
+_LINE_START_SPACE = re.compile(r"(?<=\n)[^\S\n]+")
+_LEADING_SPACE = re.compile(r"\A[^\S\n]+")
+_BLANK_RUNS = re.compile(r"\n{3,}")
+_NO_CUT_BEFORE = re.compile("[\ufb50-\ufdff\ufe70-\ufefe\u1100-\u11ff\ua960-\ua97f\ud7b0-\ud7ff\r]")
+NORMALIZE_SLICE = 1 << 20  # characters normalized at a time
+CUT_SEARCH = 4096  # how far past a slice's end a clean place to cut a long line is looked for
 
 
 def normalize_text(text: str) -> str:
     """The stored form of a document: NFC, presentation forms unfolded (PDFs), invisible
-    direction marks dropped, unusual spaces made plain, line ends unified, blank runs shortened."""
+    direction marks dropped, unusual spaces made plain, line ends unified, each line stripped,
+    blank runs shortened.
+
+    Large texts are normalized a slice at a time (cut after a newline, or inside a long line
+    between two characters no step can join), so a 50 MB document costs a few copies of
+    itself, not one Python object per word or line."""
+    parts = [_normalize_slice(text[start:end], line_start)
+             for start, end, line_start in _slices(text, NORMALIZE_SLICE, CUT_SEARCH)]
+    text = "".join(parts)
+    del parts
+    text = _BLANK_RUNS.sub("\n\n", text)
+    return text.strip()
+
+
+def _normalize_slice(text: str, line_start: bool) -> str:
     text = text.replace("\r\n", "\n").replace("\r", "\n")
     text = unicodedata.normalize("NFC", text)
     text = _PRESENTATION_FORMS.sub(lambda m: unicodedata.normalize("NFKC", m.group()), text)
     text = _INVISIBLE.sub("", text)
-    text = "".join(ch for ch in text if ch in "\n\t" or unicodedata.category(ch) != "Cc")
-    lines = [_SPACES.sub(" ", line).strip() for line in text.split("\n")]
-    text = "\n".join(lines)
-    text = re.sub(r"\n{3,}", "\n\n", text)
-    return text.strip()
+    text = _CONTROL_BUT_TAB_NEWLINE.sub("", text)
+    text = _LONE_SURROGATE.sub("\ufffd", text)
+    text = _SPACES.sub(" ", text)
+    text = _LINE_END_SPACE.sub("", text)
+    text = _LINE_START_SPACE.sub("", text)
+    return _LEADING_SPACE.sub("", text) if line_start else text
+
+
+def _slices(text: str, size: int, search: int) -> Iterator[tuple[int, int, bool]]:
+    """[start, end) slices of about `size` characters and whether each starts a line."""
+    start = 0
+    while start < len(text):
+        end = min(len(text), start + size)
+        if end < len(text):
+            newline = text.rfind("\n", start, end)
+            if newline >= 0:
+                end = newline + 1
+            else:  # a long line: cut at a clean place, else (never in real text) where the search ends
+                limit = min(len(text), end + search)
+                end = next((p for p in range(end, limit) if _can_cut(text, p)), limit)
+        yield start, end, start == 0 or text[start - 1] == "\n"
+        start = end
+
+
+def _can_cut(text: str, at: int) -> bool:
+    """Whether normalizing text[:at] and text[at:] apart gives the same as together: the
+    character before is no space, control or mark and nothing composes across."""
+    before, after = text[at - 1], text[at]
+    return not (before.isspace() or unicodedata.category(before)[0] in "CMZ" or unicodedata.combining(before)
+                or unicodedata.category(after)[0] == "M" or unicodedata.combining(after)
+                or _NO_CUT_BEFORE.match(before) or _NO_CUT_BEFORE.match(after)
+                or _INVISIBLE.match(before) or _INVISIBLE.match(after))
 
 
 def headline(text: str) -> str | None:
     """The first line when it reads as a headline: short, and followed by more text. A leading
     dateline such as "Agency name -" is passed over."""
-    lines = [line for line in text.split("\n") if line.strip()]
+    lines = [m.group() for m in itertools.islice(re.finditer(r"[^\n]*\S[^\n]*", text), 3)]
     if len(lines) > 1 and len(lines[0]) < 40 and re.search(r"[-–—:]$", lines[0]):
         lines = lines[1:]
     if len(lines) < 2:
@@ -234,8 +382,19 @@ def lead_title(text: str) -> str | None:
 
 
 def content_hash(title: str, text: str, url: str | None, date: str | None) -> str:
-    payload = json.dumps([title, text, url, date], ensure_ascii=False)
-    return hashlib.sha256(payload.encode("utf-8")).hexdigest()
+    """sha256 of `json.dumps([title, text, url, date], ensure_ascii=False)` in UTF-8, computed
+    piece by piece: JSON escapes each character on its own, so the text is encoded a slice at a
+    time instead of as one more full copy."""
+    digest = hashlib.sha256()
+    digest.update(f"[{json.dumps(title, ensure_ascii=False)}, \"".encode())
+    for start in range(0, len(text), _HASH_SLICE):
+        digest.update(json.dumps(text[start:start + _HASH_SLICE], ensure_ascii=False)[1:-1]
+                      .encode("utf-8"))
+    digest.update(f"\", {json.dumps(url, ensure_ascii=False)}, {json.dumps(date, ensure_ascii=False)}]".encode())
+    return digest.hexdigest()
+
+
+_HASH_SLICE = 1 << 20
 
 
 def _document(doc_id: str, source: str, raw_text: str, *, title: str | None = None,
@@ -259,13 +418,17 @@ def _records(path: Path, rel: str, raw: str, result: LoadResult) -> list[Documen
                 continue
             try:
                 items.append((number, json.loads(line)))
-            except json.JSONDecodeError as exc:
-                result.skipped.append(Skipped(f"{path}:{number}", f"invalid JSON ({exc.msg})"))
+            except ValueError as exc:  # JSONDecodeError, or a number too long to convert
+                result.skipped.append(Skipped(f"{path}:{number}", f"invalid JSON ({_json_problem(exc)})"))
+            except RecursionError:
+                result.skipped.append(Skipped(f"{path}:{number}", "nests too deeply to be read"))
     else:
         try:
             data = json.loads(raw)
         except json.JSONDecodeError as exc:
             raise DocumentError(f"is not valid JSON (line {exc.lineno}: {exc.msg})") from None
+        except ValueError as exc:
+            raise DocumentError(f"is not valid JSON ({_json_problem(exc)})") from None
         data = data if isinstance(data, list) else [data]
         items = list(enumerate(data, start=1))
     docs = []
@@ -275,7 +438,7 @@ def _records(path: Path, rel: str, raw: str, result: LoadResult) -> list[Documen
             result.skipped.append(Skipped(where, "record has no `text` string"))
             continue
         record_id = record.get("id")
-        doc_id = str(record_id) if record_id not in (None, "") else f"{rel}#{number}"
+        doc_id = _opt_str(record_id) or f"{rel}#{number}"
         title = record.get("title") if isinstance(record.get("title"), str) else None
         docs.append(_document(doc_id, where, record["text"], title=title,
                               fallback_title=doc_id, url=_opt_str(record.get("url")),
@@ -283,8 +446,12 @@ def _records(path: Path, rel: str, raw: str, result: LoadResult) -> list[Documen
     return docs
 
 
+def _json_problem(exc: ValueError) -> str:
+    return exc.msg if isinstance(exc, json.JSONDecodeError) else str(exc).split(";")[0]
+
+
 def _opt_str(value: object) -> str | None:
-    return None if value in (None, "") else str(value)
+    return None if value in (None, "") else _LONE_SURROGATE.sub("\ufffd", str(value))
 
 
 def _pdf_text(path: Path) -> str:
@@ -294,8 +461,12 @@ def _pdf_text(path: Path) -> str:
     try:
         reader = PdfReader(path)
         pages = [page.extract_text() or "" for page in reader.pages]
-    except (PdfReadError, ValueError, KeyError) as exc:
+    except PdfReadError as exc:
         raise DocumentError(f"is not a readable PDF ({exc})") from None
+    except (MemoryError, OSError):
+        raise
+    except Exception as exc:  # noqa: BLE001 - pypdf fails on broken files in many ways (#10)
+        raise DocumentError(f"is not a readable PDF ({type(exc).__name__}: {exc})") from None
     text = "\n\n".join(pages)
     if not text.strip():
         raise DocumentError("has no text layer (a scanned PDF?): run OCR on it first")

@@ -15,11 +15,13 @@ import numpy as np
 
 from .chunking import chunk_document, embedding_text, lexical_terms
 from .config import Settings
-from .documents import load_paths
+from .documents import NoticeLog, load_paths
 from .embeddings import Embedder
 from .errors import DocumentError, StoreError
 from .store import GenerationWriter, Manifest, current_generation, read_manifest, stored_document_hashes, writer_lock
 from .types import Chunk, Counts, Document, UpdateReport
+
+SKIP_NOTICES = "reported-skips.json"  # in the index directory, beside CURRENT (rag.documents.NoticeLog)
 
 
 def update_index(settings: Settings, paths: Sequence[str | Path] | None = None, *,
@@ -51,8 +53,8 @@ def update_index(settings: Settings, paths: Sequence[str | Path] | None = None, 
                     f"{source}, a source of this index, no longer exists: restore it, or rebuild "
                     "from the folders you still have with `rag index --replace PATH…`")
 
-        loaded = load_paths(sources)
-        for line in loaded.notices():
+        loaded = load_paths(sources, max_bytes=settings.max_document_bytes)
+        for line in NoticeLog(index_dir / SKIP_NOTICES).new_notices(loaded):  # once per bad file state
             notify(line)
         empty = [p for p in given if not loaded.per_root.get(p)]
         if empty:

@@ -54,3 +54,27 @@ def test_search_acceptance_on_the_seeds(seed_index):
     assert top[0].doc_id == "000_4180ecd25a632971.txt" and "الحرب الأهلية" in top[0].text
     english = seed_index.search(CIVIL_WAR_EN, k=3)
     assert "000_4180ecd25a632971.txt" in [p.doc_id for p in english]
+
+
+def test_bad_documents_get_one_line_each_once_and_the_rest_is_indexed(settings, tmp_path):
+    corpus = tmp_path / "bad-corpus"
+    corpus.mkdir()
+    (corpus / "good.txt").write_text("خبر جيد\nأعلنت الهيئة عن غرامة جديدة على المنصة.\n", encoding="utf-8")
+    (corpus / "deep.json").write_bytes(b"[" * 200_000 + b"]" * 200_000)
+    record = json.dumps({"id": "r1", "text": "سجل سليم."}, ensure_ascii=False).encode()
+    (corpus / "feed.jsonl").write_bytes(record + b"\n" + b"[" * 200_000 + b"]" * 200_000 + b"\n")
+    with (corpus / "huge.txt").open("wb") as fh:
+        fh.truncate(3_000_000)  # over the 2 MB limit set below
+    env = {**cli_env(settings), "RAG_MAX_DOCUMENT_MB": "2"}
+    # the same folder twice, and a file inside it again: one document each
+    first = run_cli("index", str(corpus), str(corpus), str(corpus / "good.txt"), "--json", env=env)
+    assert "Traceback" not in first.stderr
+    assert json.loads(first.stdout)["added"]["documents"] == 2  # good.txt and record r1
+    lines = [line for line in first.stderr.splitlines() if line.startswith("skipped")]
+    assert len(lines) == 3, first.stderr
+    assert any("deep.json" in line and "nests too deeply" in line for line in lines)
+    assert any("feed.jsonl:2" in line for line in lines)
+    assert any("huge.txt" in line and "max_document_mb" in line for line in lines)
+    again = run_cli("index", "--json", env=env)
+    assert not [line for line in again.stderr.splitlines() if line.startswith("skipped")], again.stderr
+    assert "3 file(s) still skipped as reported before" in again.stderr

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+import struct
 from pathlib import Path
 
 import pytest
@@ -187,3 +188,144 @@ def test_headline_rules():
     assert headline("قصير\nنص") == "قصير"
     assert headline("سطر واحد فقط") is None
     assert headline("x" * 300 + "\nنص") is None
+
+
+# ----------------------------------------------------------------------------- bad input (issue 10)
+
+DEEP = 200_000
+
+
+def test_deeply_nested_json_is_one_notice_and_the_other_files_load(tmp_path):
+    write(tmp_path, "deep.json", b"[" * DEEP + b"]" * DEEP)
+    write(tmp_path, "a.txt", ARTICLE.encode())
+    result = load_paths([tmp_path])
+    assert [d.doc_id for d in result.documents] == ["a.txt"]
+    (notice,) = result.notices()
+    assert "deep.json" in notice and "nests too deeply" in notice
+
+
+def test_one_deep_jsonl_line_is_skipped_by_line_and_the_others_load(tmp_path):
+    lines = [json.dumps({"id": "first", "text": "السطر الأول."}, ensure_ascii=False).encode(),
+             b"[" * DEEP + b"]" * DEEP,
+             json.dumps({"id": "third", "text": "السطر الثالث."}, ensure_ascii=False).encode(),
+             b'{"id": 1' + b"0" * 5000 + b', "text": "x"}']  # a number too long to convert
+    write(tmp_path, "feed.jsonl", b"\n".join(lines))
+    result = load_paths([tmp_path])
+    assert [d.doc_id for d in result.documents] == ["first", "third"]
+    reasons = {s.path.rsplit(":", 1)[1]: s.reason for s in result.skipped}
+    assert "nests too deeply" in reasons["2"] and "invalid JSON" in reasons["4"]
+    assert any(line.endswith("feed.jsonl:2: nests too deeply to be read") for line in result.notices())
+
+
+def test_a_parser_that_runs_out_of_memory_costs_only_its_file(tmp_path, monkeypatch):
+    import rag.documents
+
+    def exhausted(markup):
+        raise MemoryError
+
+    monkeypatch.setattr(rag.documents, "html_text", exhausted)
+    write(tmp_path, "huge.html", b"<p>x</p>")
+    write(tmp_path, "a.txt", ARTICLE.encode())
+    result = load_paths([tmp_path])
+    assert [d.doc_id for d in result.documents] == ["a.txt"]
+    assert "huge.html" in result.skipped[0].path and "memory" in result.skipped[0].reason
+
+
+@pytest.mark.parametrize("failure", [struct.error("unpack requires a buffer"),
+                                     RecursionError("maximum recursion depth exceeded"),
+                                     AttributeError("'NullObject' object has no attribute 'get'")])
+def test_any_pdf_library_failure_is_a_notice_naming_the_file(tmp_path, monkeypatch, failure):
+    import pypdf
+
+    def broken(*args, **kwargs):
+        raise failure
+
+    monkeypatch.setattr(pypdf, "PdfReader", broken)
+    write(tmp_path, "report.pdf", _minimal_pdf("text"))
+    write(tmp_path, "a.txt", ARTICLE.encode())
+    result = load_paths([tmp_path])
+    assert [d.doc_id for d in result.documents] == ["a.txt"]
+    (skipped,) = result.skipped
+    assert skipped.path.endswith("report.pdf") and "not a readable PDF" in skipped.reason
+
+
+def test_lone_surrogates_from_json_escapes_become_replacement_characters(tmp_path):
+    write(tmp_path, "feed.jsonl", b'{"id": "s\\ud800", "text": "\\udc00 \xd9\x86\xd8\xb5"}\n')
+    (doc,) = load_paths([tmp_path]).documents
+    assert doc.doc_id == "s\ufffd" and doc.text == "\ufffd نص"
+    doc.text.encode("utf-8")  # storable
+
+
+def test_a_file_over_the_size_limit_is_skipped_unread_within_a_second(tmp_path, monkeypatch):
+    import time
+
+    huge = tmp_path / "huge.txt"
+    with huge.open("wb") as fh:  # sparse: 200 MB that take no disk
+        fh.truncate(200_000_000)
+    write(tmp_path, "a.txt", ARTICLE.encode())
+    read = []
+    original = Path.read_bytes
+    monkeypatch.setattr(Path, "read_bytes", lambda self: read.append(self.name) or original(self))
+    began = time.perf_counter()
+    result = load_paths([tmp_path], max_bytes=50_000_000)
+    assert time.perf_counter() - began < 1.0
+    assert [d.doc_id for d in result.documents] == ["a.txt"] and read == ["a.txt"]
+    (skipped,) = result.skipped
+    assert skipped.path.endswith("huge.txt")
+    assert "200.0 MB, over the 50 MB limit" in skipped.reason and "max_document_mb" in skipped.reason
+
+
+def test_a_50_mb_file_decodes_and_normalizes_in_well_under_1_gb(tmp_path):
+    """Peak RSS of a fresh process that loads one 50 MB Arabic text file."""
+    import subprocess
+    import sys
+
+    paragraph = ("أعلنت الحكومة اليوم عن قواعد جديدة لمكافحة خطاب الكراهية على الإنترنت، "
+                 "وقال المتحدث إن المنصات أمامها ثلاثون يومًا.\u00a0  \n").encode()
+    big = tmp_path / "big.txt"
+    with big.open("wb") as fh:
+        for _ in range(50_000_000 // len(paragraph)):
+            fh.write(paragraph)
+    # VmHWM, not ru_maxrss: the latter is inherited from the (large) test process through fork
+    script = ("import re, sys; from rag.documents import load_paths; "
+              "hwm = lambda: int(re.search(r'VmHWM:\\s+(\\d+)', open('/proc/self/status').read()).group(1)); "
+              "before = hwm(); "
+              "(doc,) = load_paths([sys.argv[1]], max_bytes=60_000_000).documents; "
+              "print(before, hwm(), len(doc.text))")
+    out = subprocess.run([sys.executable, "-c", script, str(big)], capture_output=True, text=True,
+                         check=True, timeout=600, cwd=Path(__file__).resolve().parent.parent).stdout.split()
+    before_kb, peak_kb, chars = map(int, out)
+    assert chars > 25_000_000
+    assert peak_kb < 1_000_000, f"peak RSS {peak_kb / 1024:.0f} MB (imports {before_kb / 1024:.0f} MB)"
+
+
+def test_the_same_file_reached_twice_is_one_document(tmp_path):
+    write(tmp_path, "corpus/sub/a.txt", ARTICLE.encode())
+    write(tmp_path, "corpus/b.txt", ARTICLE.replace("اليوم", "أمس").encode())
+    corpus = tmp_path / "corpus"
+    result = load_paths([corpus, corpus / "sub" / "a.txt", corpus, str(corpus) + "/"])
+    assert sorted(d.doc_id for d in result.documents) == ["b.txt", "sub/a.txt"]
+    assert result.per_root[str(corpus / "sub" / "a.txt")] == 1  # found there too: not "no documents"
+    (doc,) = load_paths([corpus / "sub" / "a.txt", corpus / "sub" / "a.txt"]).documents
+    assert doc.doc_id == "a.txt"
+
+
+def test_bad_files_are_reported_once_until_they_change(tmp_path):
+    from rag.documents import NoticeLog
+
+    corpus = tmp_path / "corpus"
+    write(corpus, "a.txt", ARTICLE.encode())
+    write(corpus, "broken.txt", bytes(range(256)) * 20)
+    write(corpus, "feed.jsonl", b'{"text": "ok"}\nnot json\n')
+    write(corpus, "photo.png", b"\x89PNG")
+    log = NoticeLog(tmp_path / "index" / "reported-skips.json")
+    first = log.new_notices(load_paths([corpus]))
+    assert len(first) == 3 and any("broken.txt" in line for line in first)
+    assert any("feed.jsonl:2" in line for line in first) and any("photo.png" in line for line in first)
+    assert log.new_notices(load_paths([corpus])) == ["3 file(s) still skipped as reported before (unchanged since)"]
+    write(corpus, "broken.txt", bytes(range(256)) * 30)  # changed, still broken
+    again = log.new_notices(load_paths([corpus]))
+    assert any("broken.txt" in line for line in again) and not any("feed.jsonl" in line for line in again)
+    assert again[-1].startswith("2 file(s) still skipped")
+    (tmp_path / "index" / "reported-skips.json").write_text("{broken")  # unreadable: all reported again
+    assert len(log.new_notices(load_paths([corpus]))) == 3

@@ -1,6 +1,10 @@
-"""Uploads into a real index: checked one by one, indexed together, rolled back on failure."""
+"""Uploads into a real index: checked one by one, indexed together, rolled back on failure,
+never overwriting each other."""
 
 from __future__ import annotations
+
+import hashlib
+import threading
 
 import pytest
 
@@ -33,30 +37,93 @@ def test_good_files_are_indexed_and_bad_ones_rejected_with_reasons(index, tmp_pa
         ("slides.pptx", write(incoming, "a4", b"PK\x03\x04")),
         ("binary.txt", write(incoming, "a5", bytes(range(256)) * 20)),
         ("huge.txt", write(incoming, "a6", b"x" * 3_000_001)),
-        ("000_4180ecd25a632971.txt", write(incoming, "a7", ARTICLE.encode())),  # a seed's name
+        ("../../etc/passwd.txt", write(incoming, "a7", b"root:x:0:0")),  # a path, not a name
     ]
     index.settings = index.settings.replace(max_upload_mb=2.0)
     result = index.add_uploads(files)
-    assert result.accepted == ("moderation.txt", "legacy.txt")
+    assert result.accepted == ("moderation.txt", "legacy.txt", "passwd.txt")
     reasons = {r.name: r.reason for r in result.rejected}
     assert reasons["empty.md"] == "the file is empty"
     assert reasons["slides.pptx"].startswith("unsupported type .pptx")
     assert "encoding" in reasons["binary.txt"]
     assert "over the 2 MB limit" in reasons["huge.txt"]
-    assert "already in the corpus" in reasons["000_4180ecd25a632971.txt"]
-    assert result.report.added.documents == 2 and result.report.unchanged.documents == 5
+    assert result.report.added.documents == 3 and result.report.unchanged.documents == 5
     uploads = index.settings.uploads_dir
-    assert sorted(p.name for p in uploads.iterdir()) == ["legacy.txt", "moderation.txt"]
+    assert sorted(p.name for p in uploads.iterdir()) == ["legacy.txt", "moderation.txt", "passwd.txt"]
     hits = index.search("كم مقطعا حذفت منصة الفيديو خلال شهر؟", k=3)
     assert hits[0].doc_id == "moderation.txt"
 
 
-def test_reuploading_a_file_updates_it(index, tmp_path):
-    first = write(tmp_path, "v1", ARTICLE.encode())
-    index.add_uploads([("note.txt", first)])
-    second = write(tmp_path, "v2", (ARTICLE + "وأضافت أنها ستنشر تقريرا شهريا.\n").encode())
-    result = index.add_uploads([("note.txt", second)])
-    assert result.report.changed.documents == 1 and result.report.added.documents == 0
+def short_hash(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()[:8]
+
+
+def test_same_name_other_content_keeps_both_and_says_so(index, tmp_path):
+    first, second = ARTICLE.encode(), (ARTICLE + "وأضافت أنها ستنشر تقريرا شهريا عن المقاطع المحذوفة.\n").encode()
+    index.add_uploads([("note.txt", write(tmp_path, "v1", first))])
+    result = index.add_uploads([("note.txt", write(tmp_path, "v2", second))])
+    stored = f"note-{short_hash(second)}.txt"
+    assert result.accepted == (stored,) and [(k.name, k.stored_as) for k in result.renamed] == [("note.txt", stored)]
+    assert result.report.added.documents == 1 and result.report.changed.documents == 0
+    assert (index.settings.uploads_dir / "note.txt").read_bytes() == first
+    assert (index.settings.uploads_dir / stored).read_bytes() == second
+    assert {"note.txt", stored} <= set(index.document_sources())
+    hits = index.search("هل ستنشر المنصة تقريرا شهريا عن المقاطع المحذوفة؟", k=3)
+    assert hits[0].doc_id == stored
+
+
+def test_a_name_taken_by_a_corpus_article_is_kept_under_name_and_hash(index, tmp_path):
+    data = ARTICLE.encode()
+    result = index.add_uploads([("000_4180ecd25a632971.txt", write(tmp_path, "a", data))])
+    stored = f"000_4180ecd25a632971-{short_hash(data)}.txt"
+    assert result.accepted == (stored,) and result.renamed[0].stored_as == stored
+    assert result.report.added.documents == 1 and result.report.unchanged.documents == 5
+
+
+def test_same_content_again_is_one_document_and_says_so(index, tmp_path):
+    data = ARTICLE.encode()
+    index.add_uploads([("note.txt", write(tmp_path, "v1", data))])
+    generation = current_generation(index.settings.resolved_index_dir)
+    result = index.add_uploads([("note.txt", write(tmp_path, "v2", data)), ("copy.txt", write(tmp_path, "v3", data))])
+    assert result.report is None and result.accepted == ()
+    assert [(k.name, k.stored_as) for k in result.already_there] == [("note.txt", "note.txt"), ("copy.txt", "note.txt")]
+    assert current_generation(index.settings.resolved_index_dir) == generation
+    assert sorted(p.name for p in index.settings.uploads_dir.iterdir()) == ["note.txt"]
+
+
+def test_same_content_twice_in_one_upload_is_one_document(index, tmp_path):
+    data = ARTICLE.encode()
+    result = index.add_uploads([("a.txt", write(tmp_path, "1", data)), ("b.txt", write(tmp_path, "2", data))])
+    assert result.accepted == ("a.txt",)
+    assert [(k.name, k.stored_as) for k in result.already_there] == [("b.txt", "a.txt")]
+
+
+def test_two_sessions_uploading_the_same_name_at_once_keep_both(index, tmp_path):
+    contents = [(ARTICLE + f"وأضافت المنصة في بيانها رقم {n} أنها ستواصل الحذف.\n").encode() for n in range(2)]
+    paths = [write(tmp_path, f"v{n}", data) for n, data in enumerate(contents)]
+    results, start = [], threading.Barrier(2)
+
+    def upload(path):
+        start.wait()
+        results.append(index.add_uploads([("same.txt", path)]))
+
+    threads = [threading.Thread(target=upload, args=(path,)) for path in paths]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    stored = sorted(name for result in results for name in result.accepted)
+    assert len(stored) == 2 and "same.txt" in stored
+    kept = {(index.settings.uploads_dir / name).read_bytes() for name in stored}
+    assert kept == set(contents)
+    assert set(stored) <= set(index.document_sources())
+
+
+def test_a_record_id_already_in_the_corpus_is_rejected(index, tmp_path):
+    index.add_uploads([("feed.jsonl", write(tmp_path, "1", '{"id": "n-1", "text": "نص أول."}\n'.encode()))])
+    result = index.add_uploads([("other.jsonl", write(tmp_path, "2", '{"id": "n-1", "text": "نص آخر."}\n'.encode()))])
+    (rejected,) = result.rejected
+    assert "'n-1' is already in the corpus" in rejected.reason and "another `id`" in rejected.reason
 
 
 def test_nothing_is_kept_when_indexing_fails(index, tmp_path, monkeypatch):

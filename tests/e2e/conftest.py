@@ -9,6 +9,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.parse
 import urllib.request
 from pathlib import Path
 
@@ -90,6 +91,39 @@ def browser():
         browser = playwright.chromium.launch(executable_path=executable, args=CHROMIUM_FLAGS)
         yield browser
         browser.close()
+
+
+class OffMachineGuard:
+    """Routes every request of a browser context: 127.0.0.1 goes through, anything else is
+    recorded and aborted (so a test fails on it, and nothing is ever sent out)."""
+
+    def __init__(self, context) -> None:
+        self.blocked: list[str] = []
+        context.route("**/*", self._route)
+
+    def _route(self, route) -> None:
+        url = route.request.url
+        if urllib.parse.urlsplit(url).hostname == "127.0.0.1":
+            route.continue_()
+        else:
+            self.blocked.append(url)
+            route.abort()
+
+
+def guarded_page(browser, url: str, *, bypass_csp: bool = False):
+    """A fresh chat page whose every off-machine request is caught (`page.guard.blocked`).
+    CSP violations the page reports are collected in `window.__cspViolations`."""
+    context = browser.new_context(viewport={"width": 1280, "height": 900}, locale="en-US", bypass_csp=bypass_csp)
+    context.add_init_script("""window.__cspViolations = [];
+        document.addEventListener('securitypolicyviolation',
+            e => window.__cspViolations.push(e.violatedDirective + ' ' + e.blockedURI));""")
+    guard = OffMachineGuard(context)
+    page = context.new_page()
+    page.guard = guard
+    page.goto(url)
+    page.wait_for_selector("#upload-button", timeout=60_000)  # the socket is connected
+    page.wait_for_timeout(500)
+    return page
 
 
 @pytest.fixture()

@@ -4,6 +4,7 @@ settings with a failing LLM, uploads (good and bad) and optional login."""
 from __future__ import annotations
 
 import json
+import time
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -136,34 +137,56 @@ def test_bad_uploads_are_rejected_with_reasons(page, tmp_path):
     unknown.write_bytes(b"PK\x03\x04 not a text file")
     garbage = tmp_path / "garbled.txt"
     garbage.write_bytes(bytes(range(256)) * 40)
-    page.set_input_files("#upload-button-input", [str(empty), str(unknown), str(garbage)])
+    deep = tmp_path / "deep.json"
+    deep.write_bytes(b"[" * 200_000 + b"]" * 200_000)
+    page.set_input_files("#upload-button-input", [str(empty), str(unknown), str(garbage), str(deep)])
     page.wait_for_selector("#chat-submit:not([disabled])", timeout=30_000)
     page.click("#chat-submit")
     text = finished_message(page, 1).inner_text()
     assert "Rejected empty.txt: the file is empty" in text
     assert "Rejected notes.docx: unsupported type .docx" in text
     assert "Rejected garbled.txt" in text and "UTF-8" in text
+    assert "Rejected deep.json: nests too deeply to be read" in text
     screenshot(page, "06-rejected-upload")
 
 
-def test_optional_password_login(model_dir, tmp_path):
+def test_arabic_login_with_a_password_hash_and_throttled_guessing(browser, model_dir, tmp_path):
+    from rag.auth import hash_password
+
     from ..conftest import SEEDS
 
+    username, password = "محلل", "كلمة سرّ ١٢٣"
     process, url = start_chat(tmp_path, model_dir, SEEDS, {
-        "RAG_CHAT_USERNAME": "analyst", "RAG_CHAT_PASSWORD": "s3cret-pass"})
+        "RAG_CHAT_USERNAME": username, "RAG_CHAT_PASSWORD_HASH": hash_password(password)})
     try:
         with urllib.request.urlopen(url + "/auth/config", timeout=10) as response:
             assert json.load(response)["requireLogin"] is True
 
-        def login(password: str) -> int:
-            data = urllib.parse.urlencode({"username": "analyst", "password": password}).encode()
+        def login(name: str, secret: str) -> tuple[int, dict]:
+            data = urllib.parse.urlencode({"username": name, "password": secret}).encode()
             try:
-                with urllib.request.urlopen(urllib.request.Request(url + "/login", data=data), timeout=10) as r:
-                    return r.status
+                with urllib.request.urlopen(urllib.request.Request(url + "/login", data=data), timeout=30) as r:
+                    return r.status, dict(r.headers)
             except urllib.error.HTTPError as exc:
-                return exc.code
+                return exc.code, dict(exc.headers)
 
-        assert login("wrong") == 401
-        assert login("s3cret-pass") == 200
+        # the real login page (it posts multipart form data) with Arabic credentials
+        context = browser.new_context(locale="ar")
+        page = context.new_page()
+        page.goto(url)
+        page.fill("#email", username)
+        page.fill("#password", password)
+        page.keyboard.press("Enter")
+        page.wait_for_selector("#chat-input", timeout=60_000)
+        screenshot(page, "11-arabic-login")
+        context.close()
+
+        assert login(username, password)[0] == 200
+        assert [login(username, f"guess-{n}")[0] for n in range(5)] == [401] * 5
+        status, headers = login(username, password)  # even the right password waits now
+        assert status == 429 and int(headers["retry-after"]) >= 1
+        assert login("someone-else", "guess")[0] == 401  # another name is not held up yet
+        time.sleep(int(headers["retry-after"]) + 0.2)
+        assert login(username, password)[0] == 200
     finally:
         stop(process)
