@@ -7,6 +7,7 @@
   const BLOCKS = "p, li, blockquote, h1, h2, h3, h4, h5, h6, td, th, [role='article']";
   const CONTAINERS = ".message-content, .inline-text, .side-text, #welcome-screen";
   const FIRST_STRONG = /[A-Za-z\u00C0-\u024F\u0370-\u03FF\u0400-\u04FF]|[\u0590-\u08FF\uFB1D-\uFDFF\uFE70-\uFEFC]/;
+  const FACT_LINE = /^\s*(الإجابة:|Answer:)/;
   const RTL = /[\u0590-\u08FF\uFB1D-\uFDFF\uFE70-\uFEFC]/;
 
   function direction(text) {
@@ -24,6 +25,10 @@
     }
     for (const title of document.querySelectorAll(".bg-card .text-2xl")) {
       if (!title.hasAttribute("dir")) title.setAttribute("dir", "auto");
+    }
+    // The answer's first line states the fact ("الإجابة: … [1]" / "Answer: … [1]"): set it apart.
+    for (const first of document.querySelectorAll(".message-content > p:first-child, .message-content > div > p:first-child")) {
+      if (!first.classList.contains("fact-line") && FACT_LINE.test(first.textContent || "")) first.classList.add("fact-line");
     }
     const input = document.getElementById("chat-input");
     if (input && !input.hasAttribute("dir")) input.setAttribute("dir", "auto");
