@@ -155,7 +155,10 @@ class Retriever:
             return dense_norm
         if mode == "bm25":
             return lexical_norm
-        return {i: DENSE_WEIGHT * dense_norm[i] + (1 - DENSE_WEIGHT) * coverage * lexical_norm[i]
+        # Divided by the weight in play, so a question with no lexical evidence ranks exactly as
+        # in dense mode (the same-article penalty keeps its scale).
+        lexical_weight = (1 - DENSE_WEIGHT) * coverage
+        return {i: (DENSE_WEIGHT * dense_norm[i] + lexical_weight * lexical_norm[i]) / (DENSE_WEIGHT + lexical_weight)
                 for i in ids}
 
     @staticmethod
