@@ -33,7 +33,8 @@ import numpy as np
 
 from .config import INDEX_FORMAT_VERSION
 from .errors import IndexNotFoundError, StoreError
-from .types import Chunk, Document, StoredChunk
+from .documents import source_file
+from .types import Chunk, Document, IndexedDocument, StoredChunk
 
 logging.getLogger("faiss.loader").setLevel(logging.WARNING)  # its CPU-feature probing is noise
 import faiss  # noqa: E402
@@ -236,6 +237,28 @@ class Store:
 
     def document_ids(self) -> list[str]:
         return [r[0] for r in self._db.execute("SELECT doc_id FROM documents ORDER BY doc_id")]
+
+    def indexed_documents(self, uploads_dir: Path) -> list[IndexedDocument]:
+        return _indexed_documents(self._db, uploads_dir)
+
+
+def indexed_documents(generation_dir: Path, uploads_dir: Path) -> list[IndexedDocument]:
+    """Every document of a generation, by id, without loading its vectors."""
+    db = sqlite3.connect(f"file:{generation_dir / SQLITE}?mode=ro&immutable=1", uri=True)
+    try:
+        return _indexed_documents(db, uploads_dir)
+    finally:
+        db.close()
+
+
+def _indexed_documents(db: sqlite3.Connection, uploads_dir: Path) -> list[IndexedDocument]:
+    uploads = {uploads_dir.expanduser().absolute(), uploads_dir.expanduser().resolve()}
+    rows = db.execute(
+        "SELECT d.doc_id, d.title, d.source_path, COUNT(c.chunk_id), length(d.text), d.url, d.date "
+        "FROM documents d LEFT JOIN chunks c USING (doc_id) GROUP BY d.doc_id ORDER BY d.doc_id")
+    return [IndexedDocument(doc_id=doc_id, title=title, source_path=source, chunks=chunks, characters=characters,
+                            uploaded=not uploads.isdisjoint(source_file(source).parents), url=url, date=date)
+            for doc_id, title, source, chunks, characters, url, date in rows]
 
 
 def stored_document_hashes(generation_dir: Path) -> dict[str, tuple[str, int]]:
