@@ -169,6 +169,8 @@ def cmd_ask(args: argparse.Namespace, settings: Settings) -> int:
         print("\nVerified answer:\n" + answer.answer)
     if answer.notice:
         print(f"\nnote: {answer.notice}", file=sys.stderr)
+    if answer.notice_detail:
+        print(f"      ({answer.notice_detail})", file=sys.stderr)
     if answer.citations:
         print("\nSources:")
         for c in answer.citations:

@@ -28,9 +28,15 @@ class StoreError(RagError):
 
 
 class LLMError(RagError):
-    """The configured LLM provider failed (no key, unreachable, rate limited, bad model)."""
+    """The configured LLM provider failed (no key, unreachable, rate limited, bad model).
 
-    def __init__(self, message: str, model: str = "", reason: str = "") -> None:
+    `kind` names the failure (see rag.llm.FAILURES) and `values` fill its user-facing line;
+    `detail` is the provider's own error, for whoever needs the technical cause."""
+
+    def __init__(self, message: str, model: str = "", kind: str = "failed", detail: str = "",
+                 values: dict[str, str] | None = None) -> None:
         super().__init__(message)
         self.model = model
-        self.reason = reason or message
+        self.kind = kind
+        self.detail = detail or message
+        self.values = dict(values or {})

@@ -23,8 +23,15 @@ from .config import Settings
 from .documents import NoticeLog, load_paths, source_file
 from .embeddings import Embedder
 from .errors import DocumentError, IndexNotFoundError, StoreError
-from .store import (GenerationWriter, Manifest, current_generation, indexed_documents, read_manifest,
-                    stored_document_hashes, writer_lock)
+from .store import (
+    GenerationWriter,
+    Manifest,
+    current_generation,
+    indexed_documents,
+    read_manifest,
+    stored_document_hashes,
+    writer_lock,
+)
 from .types import Chunk, Counts, Document, IndexedDocument, RemovalReport, UpdateReport
 from .uploads import set_aside, uploads_lock
 

@@ -32,8 +32,8 @@ from typing import Any
 import numpy as np
 
 from .config import INDEX_FORMAT_VERSION
-from .errors import IndexNotFoundError, StoreError
 from .documents import source_file
+from .errors import IndexNotFoundError, StoreError
 from .types import Chunk, Document, IndexedDocument, StoredChunk
 
 logging.getLogger("faiss.loader").setLevel(logging.WARNING)  # its CPU-feature probing is noise
