@@ -88,7 +88,7 @@ class LLM:
         missing = self._missing_keys()
         values = {"model": self.model, "provider": provider, "seconds": f"{self.timeout:g}",
                   "env": " / ".join(missing or self._key_names()) or "the provider's API key",
-                  "where": self.options.get("api_base") or self.api_base or provider}
+                  "where": self._address() or provider}
         # litellm's OpenAI client reports a missing key as an InternalServerError
         no_credentials = bool(re.search(r"missing credentials|missing \w+ api key|api_key client option", message))
         if isinstance(exc, litellm.Timeout):
@@ -111,6 +111,12 @@ class LLM:
             return _litellm().get_llm_provider(self.model, api_base=self.api_base)[1]
         except Exception:  # noqa: BLE001 - an unknown model names no provider
             return self.model.split("/")[0]
+
+    def _address(self) -> str | None:
+        """The server asked: the configured api_base, else the provider's base-URL variable."""
+        provider = self._provider().upper()
+        return (self.options.get("api_base") or self.api_base or os.environ.get(f"{provider}_BASE_URL")
+                or os.environ.get(f"{provider}_API_BASE"))
 
     def _missing_keys(self) -> list[str]:
         """The provider's key variables litellm finds unset (none when a key is passed in options)."""

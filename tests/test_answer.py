@@ -144,7 +144,7 @@ def test_unreachable_local_server_falls_back(seed_index):
     answer = seed_index.ask(SPOKESMAN, model="openai/local-model",
                             llm_options={"api_base": "http://127.0.0.1:9/v1", "api_key": "none"})
     assert answer.fell_back and answer.citations
-    assert answer.notice.startswith("تعذّر الوصول إلى http://127.0.0.1:9/v1")
+    assert answer.notice.startswith("تعذّر الوصول إلى النموذج اللغوي openai/local-model (http://127.0.0.1:9/v1)")
     assert "Connection error" in answer.notice_detail
 
 

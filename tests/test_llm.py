@@ -82,7 +82,8 @@ def test_refused_connection_names_the_address(monkeypatch):
     monkeypatch.delenv("OPENAI_API_KEY", raising=False)
     error = failure("openai/local", api_base="http://127.0.0.1:9/v1", timeout=5)
     assert error.kind == "unreachable"
-    assert failure_notice(error, "en").startswith("http://127.0.0.1:9/v1 cannot be reached: check the network")
+    assert failure_notice(error, "en").startswith(
+        "The LLM openai/local cannot be reached (http://127.0.0.1:9/v1): check the network")
 
 
 def test_a_model_without_provider_is_an_unknown_model():
