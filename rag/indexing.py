@@ -198,7 +198,7 @@ def _select(documents: list[IndexedDocument], selectors: Sequence[str | Path], i
         if not matches:
             raise DocumentError(
                 f"no document with the id or path {str(selector)!r} in the index at {index_dir}: "
-                "list the ids with `rag docs`; nothing was removed")
+                "list the ids with `rag docs` (/docs in the chat); nothing was removed")
         chosen.update((d.doc_id, d) for d in matches)
     return [d for d in documents if d.doc_id in chosen]
 
