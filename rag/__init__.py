@@ -12,17 +12,17 @@ from .api import Index, ask, open, search, stream, update
 from .config import Settings
 from .errors import ConfigError, DocumentError, IndexNotFoundError, LLMError, ModelError, RagError, StoreError
 from .types import (
-                    Answer,
-                    Chunk,
-                    Citation,
-                    Counts,
-                    Document,
-                    Fact,
-                    IndexedDocument,
-                    Passage,
-                    RemovalReport,
-                    SourceView,
-                    UpdateReport,
+    Answer,
+    Chunk,
+    Citation,
+    Counts,
+    Document,
+    Fact,
+    IndexedDocument,
+    Passage,
+    RemovalReport,
+    SourceView,
+    UpdateReport,
 )
 from .uploads import Rejected, UploadResult
 

@@ -30,8 +30,9 @@ class StoreError(RagError):
 class LLMError(RagError):
     """The configured LLM provider failed (no key, unreachable, rate limited, bad model).
 
-    `kind` names the failure (see rag.llm.FAILURES) and `values` fill its user-facing line;
-    `detail` is the provider's own error, for whoever needs the technical cause."""
+    `kind` names the failure — no_key, auth, unreachable, timeout, unknown_model, rate_limit or
+    failed — and `values` fill its user-facing line (rag.prompts `llm_<kind>`); `detail` is the
+    provider's own error, for whoever needs the technical cause."""
 
     def __init__(self, message: str, model: str = "", kind: str = "failed", detail: str = "",
                  values: dict[str, str] | None = None) -> None:

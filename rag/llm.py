@@ -81,14 +81,14 @@ class LLM:
                         detail=detail, values=values)
 
     def _classify(self, exc: Exception) -> tuple[str, dict[str, str]]:
-        """Which of FAILURES this is, and the values its user-facing line names."""
+        """The kind of failure (LLMError.kind) and the values its user-facing line names."""
         litellm = _litellm()
         message = str(exc).lower()
         provider = self._provider()
         missing = self._missing_keys()
         values = {"model": self.model, "provider": provider, "seconds": f"{self.timeout:g}",
-                  "env": " / ".join(missing or self._key_names()) or "the provider's API key",
-                  "where": self._address() or provider}
+                  "env": " / ".join(missing) or f"{provider.upper()}_API_KEY",
+                  "where": self._address(provider) or provider}
         # litellm's OpenAI client reports a missing key as an InternalServerError
         no_credentials = bool(re.search(r"missing credentials|missing \w+ api key|api_key client option", message))
         if isinstance(exc, litellm.Timeout):
@@ -112,11 +112,10 @@ class LLM:
         except Exception:  # noqa: BLE001 - an unknown model names no provider
             return self.model.split("/")[0]
 
-    def _address(self) -> str | None:
+    def _address(self, provider: str) -> str | None:
         """The server asked: the configured api_base, else the provider's base-URL variable."""
-        provider = self._provider().upper()
-        return (self.options.get("api_base") or self.api_base or os.environ.get(f"{provider}_BASE_URL")
-                or os.environ.get(f"{provider}_API_BASE"))
+        return (self.options.get("api_base") or self.api_base or os.environ.get(f"{provider.upper()}_BASE_URL")
+                or os.environ.get(f"{provider.upper()}_API_BASE"))
 
     def _missing_keys(self) -> list[str]:
         """The provider's key variables litellm finds unset (none when a key is passed in options)."""
@@ -128,12 +127,6 @@ class LLM:
             return []
         return [name for name in missing if "KEY" in name]
 
-    def _key_names(self) -> list[str]:
-        provider = self._provider()
-        return [f"{provider.upper()}_API_KEY"] if provider.isidentifier() else []
-
-
-FAILURES = ("no_key", "auth", "unreachable", "timeout", "unknown_model", "rate_limit", "failed")
 
 
 def failure_notice(error: LLMError, lang: str) -> str:
