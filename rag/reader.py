@@ -65,11 +65,16 @@ class Reader:
         if self._loaded is None:
             with self._lock:
                 if self._loaded is None:
-                    tokenizer, encoder, head = _load(self.models_dir, self.weights, self.device)
-                    run = _torch_runner(encoder, head, self.device)
-                    if self.backend == "onnx":
-                        run = _onnx_runner(self.models_dir, self.weights, encoder, head)
-                    self._loaded = tokenizer, run
+                    exported = _onnx_path(self.models_dir, self.weights)
+                    if self.backend == "onnx" and exported.is_file():  # no torch model needed
+                        self._loaded = _tokenizer(self.models_dir), _onnx_runner(exported)
+                    else:
+                        tokenizer, encoder, head = _load(self.models_dir, self.weights, self.device)
+                        if self.backend == "onnx":
+                            _export_onnx(encoder, head, exported)
+                            self._loaded = tokenizer, _onnx_runner(exported)
+                        else:
+                            self._loaded = tokenizer, _torch_runner(encoder, head, self.device)
         return self._loaded
 
     @cached_property
@@ -149,21 +154,29 @@ def _softmax(values: np.ndarray) -> np.ndarray:
     return shifted / shifted.sum()
 
 
+def _tokenizer(models_dir: Path) -> Any:
+    from tokenizers import Tokenizer
+
+    from .provision import ensure_default_model
+
+    tokenizer = Tokenizer.from_file(str(ensure_default_model(models_dir) / "tokenizer.json"))
+    tokenizer.no_truncation()
+    tokenizer.no_padding()
+    return tokenizer
+
+
 def _load(models_dir: Path, weights: Path, device: str) -> tuple[Any, Any, Any]:
     if not weights.is_file():
         raise ModelError(f"the answer reader's weights {weights} are missing: reinstall the package "
                          "(or rebuild them with `python bench/train_reader.py`)")
     import torch
     from safetensors.torch import load_file
-    from tokenizers import Tokenizer
     from transformers import BertConfig, BertModel
 
     from .provision import ensure_default_model
 
     base = ensure_default_model(models_dir)
-    tokenizer = Tokenizer.from_file(str(base / "tokenizer.json"))
-    tokenizer.no_truncation()
-    tokenizer.no_padding()
+    tokenizer = _tokenizer(models_dir)
     config = BertConfig.from_pretrained(str(base))
     encoder = BertModel(config, add_pooling_layer=False)
     state = load_file(str(base / "model.safetensors"))
@@ -182,18 +195,18 @@ def _load(models_dir: Path, weights: Path, device: str) -> tuple[Any, Any, Any]:
 
 
 
-def _onnx_runner(models_dir: Path, weights: Path, encoder: Any, head: Any
-                 ) -> Callable[[np.ndarray, np.ndarray], np.ndarray]:
-    """An onnxruntime session over an int8 export of encoder + head, built on first use next to
-    the provisioned models (named by the weights' hash) and written atomically."""
+def _onnx_path(models_dir: Path, weights: Path) -> Path:
+    """Where the int8 export of these weights is kept: next to the provisioned models, named by
+    the weights' hash (a retrained reader gets a new export)."""
     import hashlib
 
+    digest = hashlib.sha256(weights.read_bytes()).hexdigest()[:16] if weights.is_file() else "missing"
+    return models_dir / "reader-onnx" / f"reader-{digest}-int8.onnx"
+
+
+def _onnx_runner(path: Path) -> Callable[[np.ndarray, np.ndarray], np.ndarray]:
     import onnxruntime as ort
 
-    digest = hashlib.sha256(weights.read_bytes()).hexdigest()[:16]
-    path = models_dir / "reader-onnx" / f"reader-{digest}-int8.onnx"
-    if not path.is_file():
-        _export_onnx(encoder, head, path)
     options = ort.SessionOptions()
     options.log_severity_level = 3
     session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
