@@ -433,8 +433,8 @@ def find_update_base(index_dir: Path) -> UpdateBase:
     for generation in [pointed] * (pointed is not None) + [p for p in others if p != pointed]:
         try:
             manifest = read_manifest(generation)
-        except StoreError as exc:
-            damage.append(str(exc).removesuffix(f": {REPAIR}"))
+        except StoreError as exc:  # damaged, or another format version
+            damage.append(str(exc).rsplit(": ", 1)[0])  # without the advice: this run acts on it
             continue
         sources = manifest.sources if sources is None else sources
         damaged = find_damage(generation, manifest, checksums=True)
