@@ -3,7 +3,8 @@
 Run from the repository root: `make chat`, or
     CHAINLIT_APP_ROOT=chat_app .venv/bin/chainlit run chat_app/app.py --port 8000
 The index and the embedding model load once per process, in the background from start-up;
-every blocking call runs in a worker thread.
+every blocking call runs in a worker thread. `/docs` lists the indexed articles; `/remove ID`
+takes an uploaded one out (with its file).
 
 Environment: the `rag` settings (RAG_HOME, RAG_INDEX_DIR, RAG_LLM_MODEL, RAG_K, …);
 RAG_CHAT_SOURCES — folders the chat's index must include (default: the repository's seeds/;
@@ -211,8 +212,14 @@ async def on_message(message: cl.Message) -> None:
         files = [e for e in message.elements if getattr(e, "path", None)]
         if files:
             await add_files(index, files)
-        if message.content.strip():
-            await answer(index, message.content.strip())
+        text = message.content.strip()
+        command, _, argument = text.partition(" ")
+        if command == "/docs":
+            await list_documents(index)
+        elif command == "/remove":
+            await remove_document(index, argument.strip())
+        elif text:
+            await answer(index, text)
     except Exception as exc:  # noqa: BLE001 - shown escaped, not as Chainlit's raw Markdown error
         log.exception("the message could not be handled")
         await cl.ErrorMessage(content=escape(str(exc) or type(exc).__name__)).send()
@@ -241,6 +248,33 @@ async def add_files(index: rag.Index, files: list) -> None:
     await cl.Message(content="\n\n".join(lines)).send()
 
 
+LISTED_DOCUMENTS = 200  # a longer library is listed by `rag docs`
+
+
+async def list_documents(index: rag.Index) -> None:
+    documents = await cl.make_async(index.documents)()
+    lines = [escape(f"{len(documents)} articles in the index. Remove an uploaded one with /remove ID:")]
+    lines += [escape(f"{d.doc_id} · {d.title} · {d.chunks} passages" + (" · uploaded" if d.uploaded else ""))
+              for d in documents[:LISTED_DOCUMENTS]]
+    if len(documents) > LISTED_DOCUMENTS:
+        lines.append(escape(f"… and {len(documents) - LISTED_DOCUMENTS} more: `rag docs` lists them all."))
+    await cl.Message(content="\n\n".join(lines)).send()
+
+
+async def remove_document(index: rag.Index, doc_id: str) -> None:
+    if not doc_id:
+        await cl.Message(content=escape("Give the id of an uploaded article: /remove ID (/docs lists them).")).send()
+        return
+    try:
+        report = await cl.make_async(index.remove)([doc_id], uploads_only=True)
+    except rag.DocumentError as exc:
+        await cl.Message(content=escape(f"✗ {exc}")).send()
+        return
+    removed = ", ".join(d.doc_id for d in report.removed)
+    await cl.Message(content=escape(f"✓ Removed {removed} ({report.chunks} passages) and its uploaded file: "
+                                    "the next answers no longer use it.")).send()
+
+
 async def answer(index: rag.Index, question: str) -> None:
     chosen = cl.user_session.get("chat_settings") or {}
     history = cl.user_session.get("history") or []
@@ -264,6 +298,9 @@ async def answer(index: rag.Index, question: str) -> None:
     message.elements = [cl.Text(name=f"[{view.n}] {view.title}", content=source_card(view), display="inline")
                         for view in final.sources()]
     await message.send()
+    if final.notice_detail:
+        async with cl.Step(name="Technical details", type="tool", default_open=False) as details:
+            details.output = escape(final.notice_detail)
     history += [{"role": "user", "content": question},
                 {"role": "assistant", "content": final.answer,
                  "doc_ids": list(dict.fromkeys(c.doc_id for c in final.citations))}]

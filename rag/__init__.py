@@ -11,12 +11,24 @@ from .answer import AnswerStream, AsyncAnswerStream
 from .api import Index, ask, open, search, stream, update
 from .config import Settings
 from .errors import ConfigError, DocumentError, IndexNotFoundError, LLMError, ModelError, RagError, StoreError
-from .types import Answer, Chunk, Citation, Counts, Document, Fact, Passage, SourceView, UpdateReport
+from .types import (
+    Answer,
+    Chunk,
+    Citation,
+    Counts,
+    Document,
+    Fact,
+    IndexedDocument,
+    Passage,
+    RemovalReport,
+    SourceView,
+    UpdateReport,
+)
 from .uploads import Rejected, UploadResult
 
 __all__ = [
     "Answer", "AnswerStream", "AsyncAnswerStream", "Chunk", "Citation", "ConfigError", "Counts", "Document",
-    "DocumentError", "Fact", "Index", "IndexNotFoundError", "LLMError", "ModelError", "Passage", "RagError",
-    "Rejected", "Settings", "SourceView", "StoreError", "UpdateReport", "UploadResult", "ask", "open",
-    "search", "stream", "update",
+    "DocumentError", "Fact", "Index", "IndexNotFoundError", "IndexedDocument", "LLMError", "ModelError", "Passage",
+    "RagError", "Rejected", "RemovalReport", "Settings", "SourceView", "StoreError", "UpdateReport", "UploadResult",
+    "ask", "open", "search", "stream", "update",
 ]

@@ -21,7 +21,7 @@ from typing import Any
 from .conversation import resolve
 from .coverage import missing_terms, term, uncovered_terms
 from .errors import LLMError
-from .llm import LLM
+from .llm import LLM, failure_notice
 from .prompts import build_messages, condense_messages, echoes_prompt, question_language, refusal_text, text
 from .quotes import extractive_answer, summary_topic, task_of
 from .reader import Reader
@@ -135,7 +135,7 @@ def generate(question: str, *, retriever: Retriever, k: int, llm: LLM | None, re
     timings: dict[str, float] = {}
     lang = question_language(question)
     history = list(history or [])
-    notice = None
+    notice = notice_detail = None
     fell_back = False
 
     t = time.perf_counter()
@@ -149,7 +149,7 @@ def generate(question: str, *, retriever: Retriever, k: int, llm: LLM | None, re
             turn = replace(turn, query=rewritten or turn.query, reader_query=rewritten or turn.reader_query)
         except LLMError as exc:
             llm, fell_back = None, True
-            notice = text(lang, "fallback", model=exc.model, reason=exc.reason)
+            notice, notice_detail = failure_notice(exc, lang), exc.detail
     if turn.depends:
         retrieval = retriever.retrieve(turn.query, k=depth, prefer=turn.prefer_docs)
     timings["retrieval_ms"] = _ms(t)
@@ -164,7 +164,8 @@ def generate(question: str, *, retriever: Retriever, k: int, llm: LLM | None, re
         timings["total_ms"] = _ms(began)
         return Answer(question=question, answer=numbered.text, citations=numbered.citations,
                       passages=numbered.passages, refused=refused, mode=mode, model=model, fell_back=fell_back,
-                      notice=notice, unverified=unverified, timings_ms={k: round(v, 1) for k, v in timings.items()},
+                      notice=notice, notice_detail=notice_detail, unverified=unverified,
+                      timings_ms={k: round(v, 1) for k, v in timings.items()},
                       fact=numbered.fact, uncovered=tuple(uncovered), task=task,
                       standalone_question=turn.query if turn.depends else None,
                       removed_quotes=removed[0], removed_markers=removed[1])
@@ -192,7 +193,7 @@ def generate(question: str, *, retriever: Retriever, k: int, llm: LLM | None, re
                 yield piece
         except LLMError as exc:
             mode, model, fell_back = "extractive", None, True
-            notice = text(lang, "fallback", model=exc.model, reason=exc.reason)
+            notice, notice_detail = failure_notice(exc, lang), exc.detail
         else:
             timings["generation_ms"] = _ms(t)
         if mode == "llm" and echoes_prompt("".join(produced), messages):

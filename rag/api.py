@@ -10,11 +10,11 @@ from typing import TYPE_CHECKING, Any
 from .config import Settings
 from .embeddings import Embedder
 from .errors import ConfigError
-from .indexing import update_index
+from .indexing import remove_documents, update_index
 from .reader import WEIGHTS, Reader
 from .retrieval import MODES, Retriever
 from .store import Store, current_generation
-from .types import Answer, Passage, UpdateReport
+from .types import Answer, IndexedDocument, Passage, RemovalReport, UpdateReport
 from .uploads import UploadResult, add_uploads
 
 if TYPE_CHECKING:
@@ -89,6 +89,20 @@ class Index:
     def document_sources(self) -> dict[str, str]:
         """doc_id → source path of every indexed document."""
         return self.store.document_sources()
+
+    def documents(self) -> list[IndexedDocument]:
+        """Every indexed document, by id: title, source file, chunks, characters, url/date if known."""
+        return self.store.indexed_documents(self.settings.uploads_dir)
+
+    def remove(self, ids_or_paths: str | Path | Sequence[str | Path], *, uploads_only: bool = False,
+               notify: Callable[[str], None] | None = None) -> RemovalReport:
+        """Take documents out of the index by id or by the path of their file (or folder); nothing
+        is re-embedded. Uploaded files are deleted with their documents; a document from another
+        source folder comes back with the next `update` of that folder (the report lists it in
+        `will_return`). An id or path that matches nothing is a DocumentError, and nothing is
+        removed. `uploads_only` refuses documents that are not uploads."""
+        selectors = [ids_or_paths] if isinstance(ids_or_paths, (str, Path)) else list(ids_or_paths)
+        return remove_documents(self.settings, selectors, uploads_only=uploads_only, notify=notify)
 
     def add_uploads(self, files: Sequence[tuple[str, str | Path]],
                     notify: Callable[[str], None] | None = None) -> UploadResult:

@@ -14,7 +14,7 @@ from .api import Index
 from .config import Settings
 from .errors import RagError
 from .store import Store
-from .types import Passage, UpdateReport
+from .types import IndexedDocument, Passage, RemovalReport, UpdateReport
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
@@ -68,6 +68,14 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("info", help="show what an index holds")
     p.add_argument("--check", action="store_true",
                    help="also compare every file with its checksum (reads the whole index)")
+    _common(p)
+
+    p = sub.add_parser("docs", help="list the indexed documents: id, title, file, chunks, characters")
+    _common(p)
+
+    p = sub.add_parser("remove", help="take documents out of the index (uploaded files are deleted too)")
+    p.add_argument("selectors", nargs="+", metavar="ID_OR_PATH",
+                   help="document ids (as `rag docs` lists them) or paths of the files or folders they come from")
     _common(p)
 
     p = sub.add_parser("chat-password", help="make a salted hash for RAG_CHAT_PASSWORD_HASH (chat login)")
@@ -163,6 +171,8 @@ def cmd_ask(args: argparse.Namespace, settings: Settings) -> int:
         print("\nVerified answer:\n" + answer.answer)
     if answer.notice:
         print(f"\nnote: {answer.notice}", file=sys.stderr)
+    if answer.notice_detail:
+        print(f"      ({answer.notice_detail})", file=sys.stderr)
     if answer.citations:
         print("\nSources:")
         for c in answer.citations:
@@ -223,6 +233,44 @@ def cmd_info(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def cmd_docs(args: argparse.Namespace, settings: Settings) -> int:
+    documents = Index(settings).documents()
+    if args.json:
+        _print_json([d.to_dict() for d in documents])
+        return 0
+    for d in documents:
+        print(_format_document(d))
+    print(f"{len(documents)} documents, {sum(d.chunks for d in documents)} chunks; "
+          "take one out with `rag remove ID`")
+    return 0
+
+
+def _format_document(d: IndexedDocument) -> str:
+    known = [value for value in (d.date, d.url) if value]
+    return (f"{d.doc_id}  {d.title}\n    {d.chunks} chunks, {d.characters} characters"
+            + "".join(f", {value}" for value in known)
+            + f"{', uploaded' if d.uploaded else ''}  {d.source_path}")
+
+
+def cmd_remove(args: argparse.Namespace, settings: Settings) -> int:
+    report = Index(settings).remove(args.selectors, notify=_say)
+    if args.json:
+        _print_json(report.to_dict())
+    else:
+        print(_describe_removal(report))
+    return 0
+
+
+def _describe_removal(report: RemovalReport) -> str:
+    lines = [f"removed {d.doc_id} ({d.chunks} chunks)" for d in report.removed]
+    lines += [f"deleted the uploaded file {path}" for path in report.deleted_files]
+    lines += [f"note: {d.doc_id} came from {d.source_path}, in a source folder of the index: the next `rag index` "
+              "adds it again unless you delete or move that file first" for d in report.will_return]
+    lines.append(f"index: {report.index_dir} ({report.chunks} chunks removed in {report.seconds:.1f} s, "
+                 "nothing re-embedded)")
+    return "\n".join(lines)
+
+
 def cmd_chat_password(args: argparse.Namespace) -> int:
     import getpass
 
@@ -245,7 +293,8 @@ def _print_json(data: Any) -> None:
     print(json.dumps(data, ensure_ascii=False, indent=2, default=str))
 
 
-COMMANDS = {"index": cmd_index, "search": cmd_search, "ask": cmd_ask, "eval": cmd_eval, "info": cmd_info}
+COMMANDS = {"index": cmd_index, "search": cmd_search, "ask": cmd_ask, "eval": cmd_eval, "info": cmd_info,
+            "docs": cmd_docs, "remove": cmd_remove}
 
 
 if __name__ == "__main__":

@@ -149,6 +149,11 @@ def load_paths(paths: Sequence[str | Path], max_bytes: int | None = None) -> Loa
     return result
 
 
+def source_file(source_path: str) -> Path:
+    """The file a document was read from: its `source_path` without a record's `:line`."""
+    return Path(re.sub(r":\d+$", "", source_path))
+
+
 def _walk(root: Path) -> Iterable[Path]:
     for path in root.rglob("*"):
         if any(part.startswith(".") for part in path.relative_to(root).parts):

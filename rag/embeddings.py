@@ -60,16 +60,20 @@ class Embedder:
         self.settings = settings
         self.name = settings.embedding_model
         self._lock = threading.Lock()
+        self._model: SentenceTransformer | None = None
 
     @property
     def loaded(self) -> bool:
-        return "model" in self.__dict__
+        return self._model is not None
 
-    @cached_property
+    @property
     def model(self) -> SentenceTransformer:
-        with self._lock:
-            _quiet_libraries()
-            return self._load()
+        if self._model is None:
+            with self._lock:
+                if self._model is None:  # another thread may have loaded it while we waited
+                    _quiet_libraries()
+                    self._model = self._load()
+        return self._model
 
     def _load(self) -> SentenceTransformer:
         from sentence_transformers import SentenceTransformer

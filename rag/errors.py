@@ -28,9 +28,16 @@ class StoreError(RagError):
 
 
 class LLMError(RagError):
-    """The configured LLM provider failed (no key, unreachable, rate limited, bad model)."""
+    """The configured LLM provider failed (no key, unreachable, rate limited, bad model).
 
-    def __init__(self, message: str, model: str = "", reason: str = "") -> None:
+    `kind` names the failure — no_key, auth, unreachable, timeout, unknown_model, rate_limit or
+    failed — and `values` fill its user-facing line (rag.prompts `llm_<kind>`); `detail` is the
+    provider's own error, for whoever needs the technical cause."""
+
+    def __init__(self, message: str, model: str = "", kind: str = "failed", detail: str = "",
+                 values: dict[str, str] | None = None) -> None:
         super().__init__(message)
         self.model = model
-        self.reason = reason or message
+        self.kind = kind
+        self.detail = detail or message
+        self.values = dict(values or {})

@@ -5,23 +5,39 @@ removed ones are deleted with their vectors, unchanged ones are left alone. A ch
 fingerprint (model, chunking …) or `full=True` rebuilds everything instead of mixing states.
 Every run also checks the index's checksums and repairs what it finds damaged, re-embedding
 only documents whose stored data cannot be recovered (see `rag.store.find_update_base`).
+
+`remove_documents` takes chosen documents out (`rag remove`): the next generation is the
+current one without their rows and vectors, published the same way, nothing re-embedded.
 """
 
 from __future__ import annotations
 
+import shlex
 import time
 from collections.abc import Callable, Sequence
+from contextlib import nullcontext
 from pathlib import Path
 
 import numpy as np
 
 from .chunking import chunk_document, embedding_text, lexical_terms
 from .config import Settings
-from .documents import NoticeLog, load_paths
+from .documents import NoticeLog, load_paths, source_file
 from .embeddings import Embedder
-from .errors import DocumentError
-from .store import GenerationWriter, documents_without_vectors, find_update_base, stored_document_hashes, writer_lock
-from .types import Chunk, Counts, Document, UpdateReport
+from .errors import DocumentError, IndexNotFoundError
+from .store import (
+    GenerationWriter,
+    check_generation,
+    current_generation,
+    documents_without_vectors,
+    find_update_base,
+    indexed_documents,
+    read_manifest,
+    stored_document_hashes,
+    writer_lock,
+)
+from .types import Chunk, Counts, Document, IndexedDocument, RemovalReport, UpdateReport
+from .uploads import set_aside, uploads_lock
 
 SKIP_NOTICES = "reported-skips.json"  # in the index directory, beside CURRENT (rag.documents.NoticeLog)
 
@@ -137,6 +153,85 @@ def update_index(settings: Settings, paths: Sequence[str | Path] | None = None, 
         skipped=tuple(f"{s.path}: {s.reason}" for s in loaded.skipped),
         seconds=round(time.perf_counter() - began, 3), index_dir=str(index_dir),
         embedded_chunks=len(texts))
+
+
+def remove_documents(settings: Settings, selectors: Sequence[str | Path], *, uploads_only: bool = False,
+                     notify: Callable[[str], None] | None = None) -> RemovalReport:
+    """Take documents out of the index: each selector is a document id or the path of a file
+    (or folder) they were read from. All of them must match, or nothing is removed.
+
+    An uploaded document's file is deleted with it, so no later update reads it again; a document
+    from another source folder stays on disk and comes back with the next `rag index`.
+    `uploads_only` refuses documents that are not uploads (the chat may remove only those)."""
+    began = time.perf_counter()
+    notify = notify or (lambda message: None)
+    index_dir, uploads = settings.resolved_index_dir, settings.uploads_dir
+    if not selectors:
+        raise DocumentError("nothing to remove: give document ids or paths (list them with `rag docs`)")
+    # The uploads lock first, as an upload takes it before the writer lock.
+    with uploads_lock(uploads) if uploads.is_dir() else nullcontext(), writer_lock(index_dir, on_wait=lambda: notify(
+            f"waiting for another indexing run on {index_dir} to finish …")):
+        base = current_generation(index_dir)
+        if base is None:
+            raise IndexNotFoundError(f"no index at {index_dir}: build one with `rag index seeds`")
+        manifest = read_manifest(base)
+        check_generation(base, manifest, checksums=True)  # never carry damage into the next one
+        documents = indexed_documents(base, uploads)
+        chosen = _select(documents, selectors, index_dir)
+        if uploads_only and (kept := [d for d in chosen if not d.uploaded]):
+            raise DocumentError(
+                f"{kept[0].doc_id} is not an upload: it comes from {kept[0].source_path}, in a source folder "
+                "of the index, and would come back the next time the index is updated; only uploaded "
+                "documents can be removed here (delete the file from its folder and run `rag index` instead)")
+        files = _uploaded_files(chosen, documents)
+        with set_aside(files, uploads):
+            writer = GenerationWriter(index_dir, base, int(manifest.embedding["dimension"]))
+            try:
+                writer.remove_documents([d.doc_id for d in chosen])
+                writer.publish({"fingerprint": manifest.fingerprint, "settings": manifest.settings,
+                                "embedding": manifest.embedding, "sources": manifest.sources}, lexical_terms)
+            except BaseException:
+                writer.abandon()
+                raise
+    return RemovalReport(removed=tuple(chosen), deleted_files=tuple(map(str, files)),
+                         will_return=tuple(d for d in chosen if not d.uploaded),
+                         seconds=round(time.perf_counter() - began, 3), index_dir=str(index_dir))
+
+
+def _select(documents: list[IndexedDocument], selectors: Sequence[str | Path], index_dir: Path
+            ) -> list[IndexedDocument]:
+    """The documents named by ids or paths, in index order; an unmatched selector is an error."""
+    by_id = {d.doc_id: d for d in documents}
+    chosen: dict[str, IndexedDocument] = {}
+    for selector in selectors:
+        if str(selector) in by_id:
+            chosen[str(selector)] = by_id[str(selector)]
+            continue
+        path = Path(selector).expanduser()
+        forms = {path.absolute(), path.resolve()}
+        matches = [d for d in documents
+                   if not forms.isdisjoint({(file := source_file(d.source_path)), *file.parents})]
+        if not matches:
+            raise DocumentError(
+                f"no document with the id or path {str(selector)!r} in the index at {index_dir}: "
+                "list the ids with `rag docs` (/docs in the chat); nothing was removed")
+        chosen.update((d.doc_id, d) for d in matches)
+    return [d for d in documents if d.doc_id in chosen]
+
+
+def _uploaded_files(chosen: list[IndexedDocument], documents: list[IndexedDocument]) -> list[Path]:
+    """The uploaded files to delete: all their documents are being removed. A file that would
+    keep some of its documents (records of a .jsonl) cannot be deleted, nor kept without them
+    coming back, so that is an error."""
+    files = {source_file(d.source_path) for d in chosen if d.uploaded}
+    removed = {d.doc_id for d in chosen}
+    for file in files:
+        if staying := [d.doc_id for d in documents if source_file(d.source_path) == file and d.doc_id not in removed]:
+            raise DocumentError(
+                f"the uploaded file {file} also holds {', '.join(staying[:3])}"
+                f"{' …' if len(staying) > 3 else ''}: remove the whole file by its path "
+                f"(`rag remove {shlex.quote(str(file))}`); nothing was removed")
+    return sorted(f for f in files if f.exists())
 
 
 def _add_all(writer: GenerationWriter, docs: list[Document], chunks: dict[str, list[Chunk]],

@@ -9,11 +9,13 @@ wrong and how to fix it; the caller falls back to the extractive answer.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 from .errors import LLMError
+from .prompts import text
 
 
 def _litellm():
@@ -72,23 +74,62 @@ class LLM:
             raise self._error(exc) from exc
 
     def _error(self, exc: Exception) -> LLMError:
+        kind, values = self._classify(exc)
+        name, first_line = type(exc).__name__, (str(exc).strip().splitlines() or ["-"])[0][:300]
+        detail = first_line if name in first_line else f"{name}: {first_line}"
+        return LLMError(f"{text('en', 'llm_' + kind, **values)} ({detail})", model=self.model, kind=kind,
+                        detail=detail, values=values)
+
+    def _classify(self, exc: Exception) -> tuple[str, dict[str, str]]:
+        """The kind of failure (LLMError.kind) and the values its user-facing line names."""
         litellm = _litellm()
-        name = type(exc).__name__
-        detail = str(exc).splitlines()[0][:300] if str(exc) else name
-        where = f" at {self.api_base}" if self.api_base else ""
-        if isinstance(exc, litellm.AuthenticationError):
-            hint = "set the provider's API key in the environment (e.g. OPENAI_API_KEY)"
-        elif isinstance(exc, litellm.RateLimitError):
-            hint = "the provider is rate limiting requests: wait and try again, or use another model"
-        elif isinstance(exc, litellm.Timeout):
-            hint = f"no answer within {self.timeout:.0f} s: raise llm_timeout or check the server"
-        elif isinstance(exc, litellm.APIConnectionError) or "connection error" in detail.lower():
-            hint = f"the provider{where} cannot be reached: check the address and that the server runs"
-        elif isinstance(exc, litellm.NotFoundError):
-            hint = "the model was not found: check the model name"
-        elif isinstance(exc, litellm.BadRequestError) and "provider" in detail.lower():
-            hint = "write the model as provider/name, e.g. openai/gpt-4o-mini or ollama/qwen2.5"
-        else:
-            hint = "check the model name, key and api_base"
-        return LLMError(f"LLM {self.model}{where} failed ({name}: {detail}); {hint}",
-                        model=self.model, reason=f"{name}: {detail}; {hint}")
+        message = str(exc).lower()
+        provider = self._provider()
+        missing = self._missing_keys()
+        values = {"model": self.model, "provider": provider, "seconds": f"{self.timeout:g}",
+                  "env": " / ".join(missing) or f"{provider.upper()}_API_KEY",
+                  "where": self._address(provider) or provider}
+        # litellm's OpenAI client reports a missing key as an InternalServerError
+        no_credentials = bool(re.search(r"missing credentials|missing \w+ api key|api_key client option", message))
+        if isinstance(exc, litellm.Timeout):
+            return "timeout", values
+        if missing and (no_credentials or isinstance(exc, litellm.AuthenticationError)):
+            return "no_key", values
+        if isinstance(exc, (litellm.AuthenticationError, litellm.PermissionDeniedError)) or no_credentials:
+            return "auth", values
+        if isinstance(exc, litellm.APIConnectionError) or "connection error" in message:
+            return "unreachable", values
+        if isinstance(exc, litellm.NotFoundError) or (isinstance(exc, litellm.BadRequestError)
+                                                      and "provider not provided" in message):
+            return "unknown_model", values
+        if isinstance(exc, litellm.RateLimitError):
+            return "rate_limit", values
+        return "failed", values
+
+    def _provider(self) -> str:
+        try:
+            return _litellm().get_llm_provider(self.model, api_base=self.api_base)[1]
+        except Exception:  # noqa: BLE001 - an unknown model names no provider
+            return self.model.split("/")[0]
+
+    def _address(self, provider: str) -> str | None:
+        """The server asked: the configured api_base, else the provider's base-URL variable."""
+        return (self.options.get("api_base") or self.api_base or os.environ.get(f"{provider.upper()}_BASE_URL")
+                or os.environ.get(f"{provider.upper()}_API_BASE"))
+
+    def _missing_keys(self) -> list[str]:
+        """The provider's key variables litellm finds unset (none when a key is passed in options)."""
+        if self.options.get("api_key") or (self.api_base and self.model.startswith("openai/")):
+            return []
+        try:
+            missing = _litellm().validate_environment(model=self.model)["missing_keys"]
+        except Exception:  # noqa: BLE001 - an unknown provider has no known keys
+            return []
+        return [name for name in missing if "KEY" in name]
+
+
+
+def failure_notice(error: LLMError, lang: str) -> str:
+    """The one line a reader sees when the LLM failed and the answer fell back to the extractive
+    one, in their language (rag.prompts)."""
+    return f"{text(lang, 'llm_' + error.kind, **error.values)} {text(lang, 'llm_extracted')}"

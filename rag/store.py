@@ -40,8 +40,9 @@ from typing import Any
 import numpy as np
 
 from .config import INDEX_FORMAT_VERSION
+from .documents import source_file
 from .errors import IndexNotFoundError, StoreError
-from .types import Chunk, Document, StoredChunk
+from .types import Chunk, Document, IndexedDocument, StoredChunk
 
 logging.getLogger("faiss.loader").setLevel(logging.WARNING)  # its CPU-feature probing is noise
 import faiss  # noqa: E402
@@ -227,6 +228,13 @@ def find_damage(generation_dir: Path, manifest: Manifest, *, checksums: bool) ->
     return damaged
 
 
+def check_generation(generation_dir: Path, manifest: Manifest, *, checksums: bool) -> None:
+    """Raise a StoreError naming the first damaged file (see `find_damage`)."""
+    damage = find_damage(generation_dir, manifest, checksums=checksums)
+    if damage:
+        raise damage[0].error()
+
+
 def _probe_unrecorded(generation_dir: Path) -> list[DamagedFile]:
     damaged = []
     db_path = generation_dir / SQLITE
@@ -272,9 +280,7 @@ class Store:
         self.index_dir = index_dir
         self.generation_dir = generation_dir
         self.manifest = read_manifest(generation_dir)
-        damage = find_damage(generation_dir, self.manifest, checksums=check)
-        if damage:
-            raise damage[0].error()
+        check_generation(generation_dir, self.manifest, checksums=check)
         db_path = generation_dir / SQLITE
         self._db = sqlite3.connect(f"file:{db_path}?mode=ro&immutable=1", uri=True, check_same_thread=False)
         try:
@@ -389,6 +395,28 @@ class Store:
 
     def document_ids(self) -> list[str]:
         return [r[0] for r in self._db.execute("SELECT doc_id FROM documents ORDER BY doc_id")]
+
+    def indexed_documents(self, uploads_dir: Path) -> list[IndexedDocument]:
+        return _indexed_documents(self._db, uploads_dir)
+
+
+def indexed_documents(generation_dir: Path, uploads_dir: Path) -> list[IndexedDocument]:
+    """Every document of a generation, by id, without loading its vectors."""
+    db = sqlite3.connect(f"file:{generation_dir / SQLITE}?mode=ro&immutable=1", uri=True)
+    try:
+        return _indexed_documents(db, uploads_dir)
+    finally:
+        db.close()
+
+
+def _indexed_documents(db: sqlite3.Connection, uploads_dir: Path) -> list[IndexedDocument]:
+    uploads = {uploads_dir.expanduser().absolute(), uploads_dir.expanduser().resolve()}
+    rows = db.execute(
+        "SELECT d.doc_id, d.title, d.source_path, COUNT(c.chunk_id), length(d.text), d.url, d.date "
+        "FROM documents d LEFT JOIN chunks c USING (doc_id) GROUP BY d.doc_id ORDER BY d.doc_id")
+    return [IndexedDocument(doc_id=doc_id, title=title, source_path=source, chunks=chunks, characters=characters,
+                            uploaded=not uploads.isdisjoint(source_file(source).parents), url=url, date=date)
+            for doc_id, title, source, chunks, characters, url, date in rows]
 
 
 def stored_document_hashes(generation_dir: Path) -> dict[str, tuple[str, int]]:

@@ -121,7 +121,8 @@ class Answer:
     mode: str
     model: str | None = None
     fell_back: bool = False
-    notice: str | None = None
+    notice: str | None = None  # one line for the reader, in the question's language
+    notice_detail: str | None = None  # the technical cause behind a notice (the provider's error)
     unverified: bool = False
     timings_ms: dict[str, float] = field(default_factory=dict)
     fact: Fact | None = None
@@ -155,6 +156,7 @@ class Answer:
             "model": self.model,
             "fell_back": self.fell_back,
             "notice": self.notice,
+            "notice_detail": self.notice_detail,
             "unverified": self.unverified,
             "fact": self.fact.to_dict() if self.fact else None,
             "uncovered": list(self.uncovered),
@@ -195,6 +197,42 @@ class UpdateReport:
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+
+@dataclass(frozen=True)
+class IndexedDocument:
+    """One document of the index, as `rag docs` lists it."""
+
+    doc_id: str
+    title: str
+    source_path: str  # the file it was read from (`file:line` for a JSON record)
+    chunks: int
+    characters: int
+    uploaded: bool  # its file lives in the uploads folder (added through the chat)
+    url: str | None = None
+    date: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+@dataclass(frozen=True)
+class RemovalReport:
+    """What one `rag remove` did."""
+
+    removed: tuple[IndexedDocument, ...]
+    deleted_files: tuple[str, ...]  # uploaded files deleted with their documents
+    # documents whose file is still in a source folder of the index: the next `rag index` reads them again
+    will_return: tuple[IndexedDocument, ...]
+    seconds: float
+    index_dir: str
+
+    @property
+    def chunks(self) -> int:
+        return sum(d.chunks for d in self.removed)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**dataclasses.asdict(self), "chunks": self.chunks}
 
 
 def _segments(passage: Passage, spans: list[tuple[int, int]], citations: list[Citation]

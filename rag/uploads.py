@@ -10,15 +10,20 @@ Nothing is ever overwritten: a file whose name is taken by other content is kept
 name plus a short hash of its bytes (`note-1a2b3c4d.txt`), so both are searchable; a file
 whose bytes are already in the uploads folder adds nothing. One upload at a time changes the
 folder (a lock shared by threads and processes), so two sessions cannot race for a name.
+
+Removing an uploaded document (`rag remove`) deletes its file too, or the next update would
+read it again; `set_aside` keeps the file until the index without it is published.
 """
 
 from __future__ import annotations
 
 import hashlib
+import os
 import re
 import shutil
 import tempfile
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -55,12 +60,46 @@ def add_uploads(index, files: Sequence[tuple[str, str | Path]], max_bytes: int,
                 notify: Callable[[str], None] | None = None) -> UploadResult:
     """Check `files` ((display name, path on disk) pairs), copy the good ones into the
     settings' uploads folder and index them. `index` is a `rag.Index`."""
-    from filelock import FileLock
-
     uploads = index.settings.uploads_dir
     uploads.mkdir(parents=True, exist_ok=True)
-    with FileLock(str(uploads.parent / ".uploads.lock")):
+    with uploads_lock(uploads):
         return _add(index, files, uploads, max_bytes, notify)
+
+
+@contextmanager
+def uploads_lock(uploads: Path) -> Iterator[None]:
+    """Held by whoever changes the uploads folder; taken before the index's writer lock."""
+    from filelock import FileLock
+
+    with FileLock(str(uploads.parent / ".uploads.lock")):
+        yield
+
+
+@contextmanager
+def set_aside(files: Sequence[Path], uploads: Path) -> Iterator[None]:
+    """Move uploaded files out of the uploads folder for the duration of the block: deleted if it
+    succeeds, put back if it fails. Use under `uploads_lock`. A process killed inside the block
+    leaves them in a hidden folder beside the uploads folder, which the next call deletes: the
+    index still lists their documents until the next update, which drops them."""
+    for abandoned in uploads.parent.glob(".removing-*"):
+        shutil.rmtree(abandoned, ignore_errors=True)
+    if not files:
+        yield
+        return
+    aside = Path(tempfile.mkdtemp(prefix=".removing-", dir=uploads.parent))
+    moved: list[tuple[Path, Path]] = []
+    try:
+        for number, path in enumerate(files):
+            target = aside / f"{number}-{path.name}"
+            os.replace(path, target)
+            moved.append((path, target))
+        yield
+    except BaseException:
+        for path, target in moved:
+            os.replace(target, path)
+        raise
+    finally:
+        shutil.rmtree(aside, ignore_errors=True)
 
 
 def _add(index, files: Sequence[tuple[str, str | Path]], uploads: Path, max_bytes: int,

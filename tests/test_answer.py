@@ -133,7 +133,10 @@ def test_streaming_assembles_the_same_text_as_non_streaming(seed_index):
 
 def test_provider_failure_falls_back_to_extractive(seed_index):
     answer = seed_index.ask(SPOKESMAN, model=MOCK_MODEL, llm_options=mock("litellm.RateLimitError"))
-    assert answer.fell_back and answer.mode == "extractive" and "RateLimitError" in answer.notice
+    assert answer.fell_back and answer.mode == "extractive" and "RateLimitError" in answer.notice_detail
+    assert answer.notice.startswith("يحدّ openai من عدد الطلبات")  # in the question's language
+    assert "\n" not in answer.notice
+    assert answer.to_dict()["notice_detail"] == answer.notice_detail
     assert any(GOLD_QUOTE in c.quote for c in answer.citations)
 
 
@@ -141,14 +144,21 @@ def test_unreachable_local_server_falls_back(seed_index):
     answer = seed_index.ask(SPOKESMAN, model="openai/local-model",
                             llm_options={"api_base": "http://127.0.0.1:9/v1", "api_key": "none"})
     assert answer.fell_back and answer.citations
-    assert "cannot be reached" in answer.notice or "Connection" in answer.notice
+    assert answer.notice.startswith("تعذّر الوصول إلى النموذج اللغوي openai/local-model (http://127.0.0.1:9/v1)")
+    assert "Connection error" in answer.notice_detail
 
 
 def test_missing_key_falls_back_with_a_hint(seed_index, monkeypatch):
     monkeypatch.delenv("OPENAI_API_KEY", raising=False)
     monkeypatch.setenv("OPENAI_BASE_URL", "http://127.0.0.1:9/v1")
     answer = seed_index.ask(SPOKESMAN, model=MOCK_MODEL)
-    assert answer.fell_back and answer.notice and answer.citations
+    assert answer.fell_back and answer.citations
+    assert answer.notice.startswith("لا يوجد مفتاح API لـ openai: اضبط OPENAI_API_KEY")
+    english = seed_index.ask("What did the British prime minister's spokesman say about Musk's comments?",
+                             model=MOCK_MODEL)
+    assert english.notice == ("No API key for openai: set OPENAI_API_KEY, or choose the offline mode. "
+                              "This answer is extracted from the sources.")
+    assert "Missing credentials" in english.notice_detail
 
 
 def test_refusal_never_calls_the_llm(seed_index):

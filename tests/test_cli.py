@@ -78,3 +78,30 @@ def test_bad_documents_get_one_line_each_once_and_the_rest_is_indexed(settings, 
     again = run_cli("index", "--json", env=env)
     assert not [line for line in again.stderr.splitlines() if line.startswith("skipped")], again.stderr
     assert "3 file(s) still skipped as reported before" in again.stderr
+
+
+def test_docs_lists_and_remove_takes_out(settings, corpus):
+    env = cli_env(settings)
+    run_cli("index", str(corpus), env=env)
+    listed = json.loads(run_cli("docs", "--json", env=env).stdout)
+    assert [d["doc_id"] for d in listed] == sorted(p.name for p in corpus.iterdir())
+    first = listed[0]
+    assert first["source_path"] == str(corpus.resolve() / first["doc_id"]) and first["chunks"] >= 1
+    assert first["characters"] > 500 and first["uploaded"] is False and "title" in first
+    human = run_cli("docs", env=env).stdout
+    assert f"{first['doc_id']}  {first['title']}" in human and "5 documents" in human and "rag remove ID" in human
+
+    unknown = run_cli("remove", "nope.txt", env=env, check=False)
+    assert unknown.returncode == 1 and "Traceback" not in unknown.stderr
+    assert unknown.stderr.strip().splitlines() == [unknown.stderr.strip()]  # one line
+    assert "'nope.txt'" in unknown.stderr and "`rag docs`" in unknown.stderr
+
+    removed = run_cli("remove", first["doc_id"], env=env).stdout
+    assert f"removed {first['doc_id']} ({first['chunks']} chunks)" in removed
+    assert "the next `rag index` adds it again" in removed and "nothing re-embedded" in removed
+    after = json.loads(run_cli("docs", "--json", env=env).stdout)
+    assert [d["doc_id"] for d in after] == [d["doc_id"] for d in listed[1:]]
+    hits = json.loads(run_cli("search", CIVIL_WAR_AR, "--k", "5", "--json", env=env).stdout)
+    assert first["doc_id"] not in [h["doc_id"] for h in hits]
+    back = json.loads(run_cli("index", "--json", env=env).stdout)
+    assert back["added"]["documents"] == 1 and back["unchanged"]["documents"] == 4

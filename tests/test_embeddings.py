@@ -158,3 +158,27 @@ def test_unreachable_hub_model_says_how_to_use_the_offline_default(tmp_path, mon
     message = str(err.value)
     assert "someone/not-a-cached-model" in message
     assert "multilingual-e5-small" in message and "RAG_EMBEDDING_MODEL" in message
+
+
+def test_concurrent_first_use_loads_the_model_once(settings, monkeypatch):
+    # (functools.cached_property stopped locking in Python 3.12: the double check is ours)
+    import threading
+    import time
+
+    loads = []
+
+    def slow_load(self):
+        loads.append(threading.get_ident())
+        time.sleep(0.2)  # long enough for every thread to be waiting
+        return object()
+
+    monkeypatch.setattr(Embedder, "_load", slow_load)
+    embedder = Embedder(settings)
+    seen = []
+    threads = [threading.Thread(target=lambda: seen.append(embedder.model)) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(loads) == 1 and len(seen) == 8 and all(m is seen[0] for m in seen)
+    assert embedder.loaded

@@ -291,3 +291,109 @@ def test_reader_in_another_process_sees_old_or_new_never_a_mix(settings, embedde
     out, err = reader.communicate(timeout=120)
     assert reader.returncode == 0, err
     assert int(out.strip()) >= 2
+
+
+# --------------------------------------------------------------------- listing and removing documents
+
+REMOVED = "001_4cc70f0e583a2e76.txt"
+CHRISTCHURCH = "ما هي مبادرة نداء كرايست تشيرش التي أطلقها ماكرون وأرديرن؟"
+
+
+def test_documents_lists_ids_titles_files_chunks_and_characters(settings, embedder, corpus):
+    record = {"id": "wire-1", "title": "خبر وكالة", "text": NEW_ARTICLE, "url": "https://example.org/a",
+              "date": "2024-08-05"}
+    (corpus / "wire.jsonl").write_text(json.dumps(record, ensure_ascii=False) + "\n", encoding="utf-8")
+    index = Index(settings, embedder)
+    index.update([corpus])
+    documents = index.documents()
+    assert [d.doc_id for d in documents] == sorted(p.name for p in SEEDS.iterdir()) + ["wire-1"]
+    assert sum(d.chunks for d in documents) == index.store.size
+    for d in documents:
+        stored = index.store.document(d.doc_id)
+        assert (d.title, d.characters, d.source_path) == (stored.title, len(stored.text), stored.source_path)
+        assert d.chunks >= 1 and not d.uploaded
+    wire = documents[-1]
+    assert (wire.url, wire.date) == (record["url"], record["date"])
+    assert wire.source_path == f"{corpus.resolve()}/wire.jsonl:1"
+    assert documents[0].date is None and documents[0].url is None
+
+
+def test_remove_takes_out_one_document_and_embeds_nothing(settings, embedder, corpus, monkeypatch):
+    index = Index(settings, embedder)
+    index.update([corpus])
+    before = index.store
+    chunks_before = {d.doc_id: d.chunks for d in index.documents()}
+    removed_ids = set(before._db.execute("SELECT chunk_id FROM chunks WHERE doc_id = ?", (REMOVED,)).fetchall())
+    kept_vectors = {cid: before._vectors.reconstruct(cid) for cid in range(1, before.size + 1)
+                    if (cid,) not in removed_ids}
+
+    assert index.search(CHRISTCHURCH, k=1)[0].doc_id == REMOVED
+
+    def no_embedding(*args, **kwargs):
+        raise AssertionError("removal must not embed anything")
+
+    monkeypatch.setattr(type(embedder), "embed_passages_with_spans", no_embedding)
+    report = index.remove([REMOVED])
+    assert [d.doc_id for d in report.removed] == [REMOVED] and report.chunks == chunks_before[REMOVED]
+    assert [d.doc_id for d in report.will_return] == [REMOVED] and report.deleted_files == ()
+    after = index.store
+    assert after.generation_dir != before.generation_dir
+    assert docs_in(after) == set(chunks_before) - {REMOVED}
+    assert after.size == before.size - chunks_before[REMOVED] == after.manifest.chunks
+    assert after.manifest.documents == 4 and after.manifest.fingerprint == before.manifest.fingerprint
+    assert after.manifest.sources == before.manifest.sources
+    for cid, vector in kept_vectors.items():  # the other documents' vectors are the very same
+        np.testing.assert_array_equal(after._vectors.reconstruct(cid), vector)
+    for mode in ("hybrid", "bm25"):
+        assert all(p.doc_id != REMOVED for p in index.search(CHRISTCHURCH, k=10, mode=mode))
+    assert (corpus / REMOVED).exists()  # a source folder's file is left alone …
+
+    monkeypatch.undo()
+    again = index.update()  # … so the next update of the folder reads it again
+    assert again.added.documents == 1 and again.embedded_chunks == chunks_before[REMOVED]
+
+
+def test_remove_by_path_and_unknown_ids_remove_nothing(settings, embedder, corpus, tmp_path):
+    index = Index(settings, embedder)
+    index.update([corpus])
+    generation = current_generation(settings.resolved_index_dir)
+    for wrong in (["no-such-id"], [REMOVED, "no-such-id"], [str(tmp_path / "elsewhere.txt")]):
+        with pytest.raises(DocumentError) as error:
+            index.remove(wrong)
+        assert repr(wrong[-1]) in str(error.value) and "`rag docs`" in str(error.value)
+        assert "\n" not in str(error.value)
+    assert current_generation(settings.resolved_index_dir) == generation
+    report = index.remove(corpus / REMOVED)
+    assert [d.doc_id for d in report.removed] == [REMOVED]
+    assert len(index.remove([corpus]).removed) == 4  # a folder: every document read from it
+    assert index.documents() == [] and index.search("ماسك", k=3) == []
+
+
+def test_killed_while_publishing_a_removal_leaves_the_old_index(settings, embedder, corpus):
+    Index(settings, embedder).update([corpus])
+    generation = current_generation(settings.resolved_index_dir)
+    marker = settings.home / "publishing"
+    settings.home.mkdir(parents=True, exist_ok=True)
+    proc = _spawn_cli(settings, ["remove", REMOVED], extra_code=f"""
+        import pathlib, time, rag.store as s
+        def hang(path, content):
+            pathlib.Path({str(marker)!r}).touch()
+            time.sleep(600)
+        s._atomic_write = hang
+    """)
+    assert _wait_for(marker.exists), proc.communicate()
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert current_generation(settings.resolved_index_dir) == generation
+    store = Store.open(settings.resolved_index_dir)
+    assert REMOVED in docs_in(store) and store.size == store.manifest.chunks
+    assert Index(settings, embedder).remove([REMOVED]).removed[0].doc_id == REMOVED
+    assert not list((settings.resolved_index_dir / GENERATIONS).glob(".staging-*"))
+    assert REMOVED not in docs_in(Store.open(settings.resolved_index_dir))
+
+
+def _spawn_cli(settings, args: list[str], extra_code: str = "") -> subprocess.Popen:
+    code = "\n".join(["import sys", textwrap.dedent(extra_code), "from rag.cli import main",
+                      f"sys.exit(main({args!r}))"])
+    return subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, env={**os.environ, **cli_env(settings)},
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)

@@ -4,11 +4,13 @@ never overwriting each other."""
 from __future__ import annotations
 
 import hashlib
+import json
 import threading
 
 import pytest
 
 from rag.api import Index
+from rag.errors import DocumentError
 from rag.store import current_generation
 
 ARTICLE = "مقال جديد عن الإشراف\nأعلنت منصة فيديو أنها حذفت أربعة آلاف مقطع يحرض على العنف خلال شهر واحد.\n"
@@ -144,3 +146,58 @@ def test_only_rejections_leave_the_index_alone(index, tmp_path):
     result = index.add_uploads([("x.exe", write(tmp_path, "x", b"MZ"))])
     assert result.report is None and result.accepted == ()
     assert current_generation(index.settings.resolved_index_dir) == generation
+
+
+# ----------------------------------------------------------------------------- removing uploads
+
+QUESTION = "كم مقطعا حذفت منصة الفيديو خلال شهر؟"
+
+
+def test_removing_an_upload_deletes_its_file_so_it_stays_out(index, tmp_path):
+    index.add_uploads([("moderation.txt", write(tmp_path, "a", ARTICLE.encode()))])
+    assert [d.doc_id for d in index.documents() if d.uploaded] == ["moderation.txt"]
+    assert index.search(QUESTION, k=1)[0].doc_id == "moderation.txt"
+    report = index.remove(["moderation.txt"], uploads_only=True)
+    uploaded = index.settings.uploads_dir / "moderation.txt"
+    assert report.deleted_files == (str(uploaded),) and report.will_return == ()
+    assert not uploaded.exists() and not list(index.settings.home.glob(".removing-*"))
+    assert "moderation.txt" not in [p.doc_id for p in index.search(QUESTION, k=10)]
+    again = index.update()  # what a chat start or `rag index` does: the upload does not come back
+    assert again.added.documents == 0 and "moderation.txt" not in index.document_sources()
+    back = index.add_uploads([("moderation.txt", write(tmp_path, "b", ARTICLE.encode()))])
+    assert back.accepted == ("moderation.txt",) and back.already_there == ()  # not "already there"
+
+
+def test_the_chat_may_remove_only_uploads(index):
+    generation = current_generation(index.settings.resolved_index_dir)
+    with pytest.raises(DocumentError) as error:
+        index.remove(["000_4180ecd25a632971.txt"], uploads_only=True)
+    assert "is not an upload" in str(error.value) and "would come back" in str(error.value)
+    assert current_generation(index.settings.resolved_index_dir) == generation
+
+
+def test_a_failed_removal_puts_the_uploaded_file_back(index, tmp_path, monkeypatch):
+    index.add_uploads([("moderation.txt", write(tmp_path, "a", ARTICLE.encode()))])
+    generation = current_generation(index.settings.resolved_index_dir)
+
+    def full_disk(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr("rag.store.faiss.write_index", full_disk)
+    with pytest.raises(OSError):
+        index.remove(["moderation.txt"])
+    assert (index.settings.uploads_dir / "moderation.txt").read_bytes() == ARTICLE.encode()
+    assert current_generation(index.settings.resolved_index_dir) == generation
+    assert not list((index.settings.resolved_index_dir / "generations").glob(".staging-*"))
+
+
+def test_records_of_one_uploaded_file_go_together(index, tmp_path):
+    lines = [json.dumps({"id": f"r{n}", "text": ARTICLE + f"الخبر رقم {n}."}, ensure_ascii=False) for n in (1, 2)]
+    index.add_uploads([("feed.jsonl", write(tmp_path, "f", "\n".join(lines).encode()))])
+    feed = index.settings.uploads_dir / "feed.jsonl"
+    with pytest.raises(DocumentError) as error:
+        index.remove(["r1"])
+    assert "also holds r2" in str(error.value) and str(feed) in str(error.value)
+    assert {"r1", "r2"} <= set(index.document_sources()) and feed.exists()
+    report = index.remove([feed])
+    assert [d.doc_id for d in report.removed] == ["r1", "r2"] and not feed.exists()

@@ -231,3 +231,56 @@ def test_arabic_login_with_a_password_hash_and_throttled_guessing(browser, model
         assert login(username, password)[0] == 200
     finally:
         stop(process)
+
+
+REMOVABLE = (
+    "حظر حسابات في الدنمارك\n"
+    "أعلنت هيئة الرقابة الدنماركية أنها أمرت بإغلاق سبعمئة وأربعين حسابًا على منصة المراسلة "
+    "تلغرامكس بعد نشرها تهديدات لصحفيين.\n")
+REMOVABLE_QUESTION = "كم حسابًا أمرت هيئة الرقابة الدنماركية بإغلاقه على منصة تلغرامكس؟"
+
+
+def test_docs_lists_the_articles_and_remove_takes_an_upload_out(page, tmp_path):
+    article = tmp_path / "denmark_[x](http:evil).txt"
+    article.write_text(REMOVABLE, encoding="utf-8")
+    page.set_input_files("#upload-button-input", str(article))
+    page.wait_for_selector("#chat-submit:not([disabled])", timeout=30_000)
+    page.click("#chat-submit")
+    assert "Indexed denmark_" in finished_message(page, 1).inner_text()
+    doc_id = article.name
+    before = ask(page, REMOVABLE_QUESTION, count=2)
+    before.locator(".inline-text").first.wait_for()
+    assert "سبعمئة وأربعين" in before.locator(".message-content").first.inner_text()
+
+    listing = ask(page, "/docs", count=3)
+    text = listing.inner_text()
+    assert "articles in the index" in text and "000_4180ecd25a632971.txt" in text
+    assert f"{doc_id} · حظر حسابات في الدنمارك" in text and "uploaded" in text
+    assert listing.locator("a").count() == 0  # the hostile file name is shown as text, not a link
+
+    refused = ask(page, "/remove 000_4180ecd25a632971.txt", count=4).inner_text()
+    assert "is not an upload" in refused and "would come back" in refused
+    removed = ask(page, f"/remove {doc_id}", count=5).inner_text()
+    assert f"Removed {doc_id}" in removed
+    after = ask(page, REMOVABLE_QUESTION, count=6)
+    page.wait_for_timeout(500)
+    assert doc_id not in after.inner_text() and "سبعمئة وأربعين" not in after.inner_text()
+    assert doc_id not in ask(page, "/docs", count=7).inner_text()
+    screenshot(page, "12-docs-remove")
+
+    # an LLM failure: one line saying what to do, the provider's error collapsed below it
+    page.reload()
+    page.wait_for_selector("#chat-settings-open-modal", timeout=60_000)
+    page.click("#chat-settings-open-modal")
+    page.click("button#mode")
+    page.get_by_role("option", name="LLM (litellm)").click()
+    page.fill("input#model", "openai/unreachable-model")
+    page.click("#confirm")
+    failed = ask(page, "What did the British prime minister's spokesman say about Musk's comments?", count=1)
+    assert "The LLM openai/unreachable-model cannot be reached" in failed.inner_text().replace("\u2060", "")
+    details = page.locator(".step[data-step-type='tool']").last
+    details.wait_for()
+    assert "Connection error" not in details.inner_text()  # collapsed
+    details.get_by_text("Technical details").first.click()
+    page.wait_for_function("() => document.body.innerText.includes('Connection error')", timeout=10_000)
+    screenshot(page, "13-llm-failure-details")
