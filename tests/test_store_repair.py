@@ -374,3 +374,12 @@ def test_a_full_disk_is_one_line_from_the_cli(damaged, tmp_path):
     assert len(errors) == 1 and "is full" in errors[0], proc.stderr
     assert current(settings) == before
     assert not list((settings.resolved_index_dir / GENERATIONS).glob(".staging-*"))
+
+
+def test_rag_remove_refuses_to_carry_damage_into_a_new_generation(damaged):
+    settings = damaged["settings"]
+    before = current(settings)
+    scramble(before / VECTORS)
+    with pytest.raises(StoreError, match=f"{VECTORS} is damaged .*checksum.*{REPAIR}"):
+        damaged["index"].remove(["005_new.txt"])
+    assert current(settings) == before
