@@ -66,6 +66,8 @@ def build_parser() -> argparse.ArgumentParser:
     _common(p)
 
     p = sub.add_parser("info", help="show what an index holds")
+    p.add_argument("--check", action="store_true",
+                   help="also compare every file with its checksum (reads the whole index)")
     _common(p)
 
     p = sub.add_parser("docs", help="list the indexed documents: id, title, file, chunks, characters")
@@ -215,9 +217,14 @@ def cmd_eval(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_info(args: argparse.Namespace, settings: Settings) -> int:
-    store = Store.open(settings.resolved_index_dir)  # shown even when settings differ from it
+    store = Store.open(settings.resolved_index_dir, check=args.check)  # even when settings differ
+    files = store.manifest.files
     info = {**store.manifest.to_dict(), "index_dir": str(store.index_dir),
-            "matches_current_settings": store.manifest.fingerprint == settings.fingerprint()}
+            "matches_current_settings": store.manifest.fingerprint == settings.fingerprint(),
+            "files": len(files), "bytes": sum(f.size for f in files.values())}
+    if args.check:
+        info["check"] = (f"all {len(files)} files match their checksums" if files else
+                         "no checksums recorded (an index from an older version): run `rag index` to add them")
     if args.json:
         _print_json(info)
     else:

