@@ -12,8 +12,8 @@ answered and scored here on their fold-1 articles only, which it never saw — t
 answered by `rag eval`.
 
 --fit reads the best sentences of every held-out question and fits the logistic ranker
-`quotes.READER_WEIGHTS` (P(sentence holds the answer) from the reader margin and the cheap
-score), and reports fact-line coverage and F1 at a range of reader probabilities, from which
+`quotes.READER_WEIGHTS` (P(sentence holds the answer) from the reader margin, the cheap score
+and the rank by the cheap score), and reports fact-line coverage and F1 at a range of reader probabilities, from which
 `quotes.FACT_MIN_PROBABILITY` is chosen. The held-out questions are split in two halves by
 article: each half is ranked with the weights fitted on the other, and the per-half fits are
 reported to show they agree.
@@ -81,7 +81,7 @@ def answers(name: str, settings: Settings, weights: Path | None, trained_fold: i
 def sentence_rows(name: str, settings: Settings, weights: Path, trained_fold: int) -> list[dict]:
     """Per question: the read sentences with reader margin, probability, cheap score, labels."""
     dataset, index = held_out(name, settings, weights, trained_fold)
-    reader = Reader(index.settings.models_dir, weights)
+    reader = Reader(index.settings.models_dir, weights, backend=index.settings.reader_backend)
     retriever = Retriever(index.store, index.embedder)
     rows = []
     for q in dataset.questions:
@@ -92,6 +92,7 @@ def sentence_rows(name: str, settings: Settings, weights: Path, trained_fold: in
         readings = reader.read(q.question, [u.text for u in top])
         rows.append({"fold": half_of(q), "qid": q.qid, "fact_question": asks_for_fact(q.question), "sentences": [
             {"margin": r.score, "probability": r.probability, "cheap": u.cheap, "chars": len(u.text),
+             "n": u.n, "set": name,
              "gold": any(contains_answer(u.text, a) for a in q.answers),
              "span_f1": max((f1_score(u.text[r.start:r.end], a) for a in q.answers), default=0.0)}
             for u, r in zip(top, readings)]})
@@ -110,9 +111,12 @@ def fit_logistic(x: np.ndarray, y: np.ndarray, steps: int = 50) -> np.ndarray:
     return w
 
 
-def fit(rows: list[dict]) -> dict:
+def fit(rows: list[dict], read: int | None = None) -> dict:
+    """read: rank only the first `read` sentences (what a smaller READ_SENTENCES would read)."""
+    if read is not None:
+        rows = [{**r, "sentences": r["sentences"][:read]} for r in rows]
     def design(subset):
-        x = np.array([[s["margin"], s["cheap"]] for r in subset for s in r["sentences"]])
+        x = np.array([[s["margin"], s["cheap"], rank] for r in subset for rank, s in enumerate(r["sentences"])])
         y = np.array([float(s["gold"]) for r in subset for s in r["sentences"]])
         return x, y
 
@@ -123,7 +127,8 @@ def fit(rows: list[dict]) -> dict:
     out["weights_all"] = weights.round(3).tolist()
 
     def best_of(row, w):
-        scores = [w[0] * s["margin"] + w[1] * s["cheap"] + w[2] for s in row["sentences"]]
+        scores = [w[0] * s["margin"] + w[1] * s["cheap"] + w[2] * rank + w[3]
+                  for rank, s in enumerate(row["sentences"])]
         return row["sentences"][int(np.argmax(scores))] if scores else None
 
     # first quote: cross-fitted (each fold ranked with the weights fitted on the other)
@@ -135,7 +140,7 @@ def fit(rows: list[dict]) -> dict:
     facts = [(b["probability"], b["span_f1"]) for r, b in zip(rows, first) if b and r["fact_question"]]
     n = len(rows)
     out["fact_curve"] = []
-    for threshold in (0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.35, 0.4, 0.5, 0.6):
+    for threshold in (0.2, 0.3, 0.4, 0.5, 0.6, 0.7):
         given = [f1 for p, f1 in facts if p >= threshold]
         out["fact_curve"].append({"min_probability": threshold, "fact_rate": round(len(given) / n, 4),
                                   "fact_f1": round(float(np.mean(given)), 4) if given else None})
@@ -150,6 +155,7 @@ def main() -> int:
     parser.add_argument("--no-reader", action="store_true", help="answer without the reader")
     parser.add_argument("--sets", nargs="+", default=list(SETS), choices=list(SETS))
     parser.add_argument("--fit", action="store_true")
+    parser.add_argument("--rows-out", type=Path, default=None, help="with --fit: keep the per-sentence rows (JSON)")
     parser.add_argument("--limit", type=int, default=None, help="questions per set")
     args = parser.parse_args()
     settings = Settings.load()
@@ -165,7 +171,11 @@ def main() -> int:
             result[name] = answers(name, settings, weights, args.trained_fold, args.limit)
         print(json.dumps({name: result[name]}, ensure_ascii=False), file=sys.stderr, flush=True)
     if args.fit:
+        if args.rows_out:
+            args.rows_out.write_text(json.dumps(pooled, ensure_ascii=False))
         result["pooled"] = fit(pooled)
+        for read in (4, 6):
+            result[f"pooled_reading_{read}"] = fit(pooled, read)
     print(json.dumps(result, ensure_ascii=False, indent=2))
     return 0
 

@@ -63,7 +63,7 @@ def _load_index() -> rag.Index:
     configured = [p for p in os.environ.get("RAG_CHAT_SOURCES", "").split(os.pathsep) if p]
     # Builds the index on a first start; later starts pick up files changed in any source.
     index.update(configured or [str(SEEDS)], progress=True, notify=print)
-    index.embedder.model  # noqa: B018 - load the model now, not on the first question
+    index.load_models()  # now, not on the first question
     print(f"sanad: index ready ({len(index.document_sources())} documents)", flush=True)
     return index
 

@@ -40,8 +40,14 @@ class Index:
         with self._lock:
             if self._reader is None:
                 self._reader = Reader(self.settings.models_dir, self.settings.reader_weights or WEIGHTS,
-                                      device=self.settings.device)
+                                      device=self.settings.device, backend=self.settings.reader_backend)
         return self._reader if self._reader.available else None
+
+    def load_models(self) -> None:
+        """Load the embedding model and the reader now rather than on the first question."""
+        self.embedder.model  # noqa: B018
+        if self.reader is not None:
+            self.reader.load()
 
     @property
     def index_dir(self) -> Path:

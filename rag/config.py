@@ -89,6 +89,9 @@ class Settings:
     reader_weights: Path | None = _setting(
         None, "Weights file of the answer reader (env RAG_READER_WEIGHTS). Default: the one shipped in "
         "rag/data, made by bench/train_reader.py.")
+    reader_backend: str = _setting(
+        "onnx", "How the reader runs: onnx (an ONNX export made once under model_dir, same results, "
+        "about twice as fast; torch when onnxruntime is not installed) or torch.")
     refusal_threshold: float | None = _setting(
         None, "Relevance below which the answer is 'not in the sources'. "
         "Unset: the measured default for the retrieval mode.")
@@ -188,6 +191,8 @@ def _coerce(cls: type[Settings], name: str, value: Any) -> Any:
             raise ValueError("expected true or false")
         if name == "search_mode" and value not in ("hybrid", "dense", "bm25"):
             raise ValueError("expected hybrid, dense or bm25")
+        if name == "reader_backend" and value not in ("onnx", "torch"):
+            raise ValueError("expected onnx or torch")
         return str(value)
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"{where} has the unusable value {value!r}: {exc}") from None

@@ -28,13 +28,14 @@ from .types import Citation, Fact, Passage
 
 SENTENCE_LEXICAL_WEIGHT = 0.1
 SENTENCE_PRIOR_WEIGHT = 0.05
-READ_SENTENCES = 8  # sentences the reader reads per question, best by the cheap score
+READ_SENTENCES = 5  # sentences the reader reads per question, best by the cheap score
 SHORT_SENTENCE = 60  # characters: a shorter best sentence is quoted with the one before it
-# P(the sentence holds the answer) = logistic(READER_WEIGHTS · (reader margin, cheap score, 1)),
-# fitted on cross-validated reader outputs by bench/answer_study.py.
-READER_WEIGHTS = (0.35, 6.0, -5.5)
-SECOND_QUOTE_MIN = 0.5  # probability a second sentence needs to be quoted as well
-FACT_MIN_PROBABILITY = 0.35  # reader span probability for a fact line (bench/answer_study.py)
+# P(the sentence holds the answer) = logistic(READER_WEIGHTS · (reader margin, cheap score, rank
+# by the cheap score, 1)), fitted on held-out reader outputs by bench/answer_study.py --fit.
+READER_WEIGHTS = (0.119, 4.024, -0.741, -3.8)
+MORE_QUOTES_MIN = 0.05  # probability a further sentence needs to be quoted as well
+MAX_QUOTES, MAX_QUOTED_CHARS = 3, 450
+FACT_MIN_PROBABILITY = 0.4  # reader span probability for a fact line (bench/answer_study.py)
 MAX_FACT_WORDS = 12
 FALLBACK_MARGIN = 0.03  # without a reader: further sentences this close to the best are quoted
 FALLBACK_MAX = 3
@@ -133,9 +134,9 @@ def score_units(question: str, candidates: list[Unit], reader: Reader | None) ->
         return [Scored(u, u.cheap, None) for u in candidates]
     top = candidates[:READ_SENTENCES]
     readings = reader.read(question, [u.text for u in top])
-    w_margin, w_cheap, bias = READER_WEIGHTS
-    scored = [Scored(u, 1 / (1 + math.exp(-(w_margin * r.score + w_cheap * u.cheap + bias))), r)
-              for u, r in zip(top, readings)]
+    w_margin, w_cheap, w_rank, bias = READER_WEIGHTS
+    scored = [Scored(u, 1 / (1 + math.exp(-(w_margin * r.score + w_cheap * u.cheap + w_rank * rank + bias))), r)
+              for rank, (u, r) in enumerate(zip(top, readings))]
     return sorted(scored, key=lambda s: -s.score)
 
 
@@ -265,8 +266,14 @@ def fact_answer(question: str, retrieval: Retrieval, reader: Reader | None) -> E
     best = ranked[0]
     chosen = [best]
     if best.reading is not None:
-        second = next((s for s in ranked[1:] if s.score >= SECOND_QUOTE_MIN and s.unit.n != best.unit.n), None)
-        chosen += [second] if second else []
+        # further sentences that may hold the answer, best first, within a length budget
+        total = len(best.unit.text)
+        for other in ranked[1:]:
+            if len(chosen) >= MAX_QUOTES or other.score < MORE_QUOTES_MIN:
+                break
+            if total + len(other.unit.text) <= MAX_QUOTED_CHARS:
+                chosen.append(other)
+                total += len(other.unit.text)
     else:
         chosen += [s for s in ranked[1:] if s.score >= best.score - FALLBACK_MARGIN][:FALLBACK_MAX - 1]
     quotes = [_with_context(s.unit, retrieval) for s in chosen]

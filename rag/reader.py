@@ -62,16 +62,20 @@ class Reader:
     def available(self) -> bool:
         return self.weights.is_file()
 
+    def load(self) -> None:
+        self._model()
+
     def _model(self) -> tuple[Any, Callable[[np.ndarray, np.ndarray], np.ndarray]]:
         if self._loaded is None:
             with self._lock:
                 if self._loaded is None:
                     exported = _onnx_path(self.models_dir, self.weights)
-                    if self.backend == "onnx" and exported.is_file():  # no torch model needed
+                    onnx = self.backend == "onnx" and _has_onnxruntime()
+                    if onnx and exported.is_file():  # no torch model needed
                         self._loaded = _tokenizer(self.models_dir), _onnx_runner(exported)
                     else:
                         tokenizer, encoder, head = _load(self.models_dir, self.weights, self.device)
-                        if self.backend == "onnx":
+                        if onnx:
                             _export_onnx(encoder, head, exported)
                             self._loaded = tokenizer, _onnx_runner(exported)
                         else:
@@ -194,6 +198,12 @@ def _load(models_dir: Path, weights: Path, device: str) -> tuple[Any, Any, Any]:
     return tokenizer, encoder, head
 
 
+
+
+def _has_onnxruntime() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("onnxruntime") is not None
 
 
 def _onnx_path(models_dir: Path, weights: Path) -> Path:
