@@ -88,7 +88,7 @@ def sentence_rows(name: str, settings: Settings, weights: Path, trained_fold: in
         if not q.answerable:
             continue
         retrieval = retriever.retrieve(q.question, k=index.settings.k)
-        top = units(retrieval)[:READ_SENTENCES]
+        top = units(retrieval)[:8]
         readings = reader.read(q.question, [u.text for u in top])
         rows.append({"fold": half_of(q), "qid": q.qid, "fact_question": asks_for_fact(q.question), "sentences": [
             {"margin": r.score, "probability": r.probability, "cheap": u.cheap, "chars": len(u.text),
@@ -111,12 +111,19 @@ def fit_logistic(x: np.ndarray, y: np.ndarray, steps: int = 50) -> np.ndarray:
     return w
 
 
-def fit(rows: list[dict], read: int | None = None) -> dict:
+def features(sentences: list[dict]) -> list[list[float]]:
+    """As quotes.score_units: margin and cheap score relative to the question's best, rank."""
+    best_margin = max(s["margin"] for s in sentences)
+    best_cheap = max(s["cheap"] for s in sentences)
+    return [[s["margin"] - best_margin, s["cheap"] - best_cheap, rank] for rank, s in enumerate(sentences)]
+
+
+def fit(rows: list[dict], read: int | None = READ_SENTENCES) -> dict:
     """read: rank only the first `read` sentences (what a smaller READ_SENTENCES would read)."""
     if read is not None:
         rows = [{**r, "sentences": r["sentences"][:read]} for r in rows]
     def design(subset):
-        x = np.array([[s["margin"], s["cheap"], rank] for r in subset for rank, s in enumerate(r["sentences"])])
+        x = np.array([f for r in subset for f in features(r["sentences"])])
         y = np.array([float(s["gold"]) for r in subset for s in r["sentences"]])
         return x, y
 
@@ -127,8 +134,7 @@ def fit(rows: list[dict], read: int | None = None) -> dict:
     out["weights_all"] = weights.round(3).tolist()
 
     def best_of(row, w):
-        scores = [w[0] * s["margin"] + w[1] * s["cheap"] + w[2] * rank + w[3]
-                  for rank, s in enumerate(row["sentences"])]
+        scores = [float(np.dot(w[:3], f) + w[3]) for f in features(row["sentences"])]
         return row["sentences"][int(np.argmax(scores))] if scores else None
 
     # first quote: cross-fitted (each fold ranked with the weights fitted on the other)
@@ -174,7 +180,7 @@ def main() -> int:
         if args.rows_out:
             args.rows_out.write_text(json.dumps(pooled, ensure_ascii=False))
         result["pooled"] = fit(pooled)
-        for read in (4, 6):
+        for read in (4, 6, 8):
             result[f"pooled_reading_{read}"] = fit(pooled, read)
     print(json.dumps(result, ensure_ascii=False, indent=2))
     return 0

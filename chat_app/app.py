@@ -295,9 +295,11 @@ async def answer(index: rag.Index, question: str) -> None:
     notes = [line for n in (note, final.notice) if n for line in n.splitlines() if line.strip()]
     message.content = escape(final.answer) + "".join(f"\n\n_⚠ {escape(n)}_" for n in notes)
     # The card title is shown as plain text; the card body is Markdown.
-    message.elements = [cl.Text(name=f"[{view.n}] {view.title}", content=source_card(view), display="inline")
-                        for view in final.sources()]
+    cards = [cl.Text(name=f"[{view.n}] {view.title}", content=source_card(view), display="inline")
+             for view in final.sources()]
     await message.send()
+    for card in cards:  # one by one: Message.send sends its elements concurrently, in any order
+        await card.send(for_id=message.id)
     if final.notice_detail:
         async with cl.Step(name="Technical details", type="tool", default_open=False) as details:
             details.output = escape(final.notice_detail)

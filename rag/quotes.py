@@ -30,9 +30,10 @@ SENTENCE_LEXICAL_WEIGHT = 0.1
 SENTENCE_PRIOR_WEIGHT = 0.05
 READ_SENTENCES = 5  # sentences the reader reads per question, best by the cheap score
 SHORT_SENTENCE = 60  # characters: a shorter best sentence is quoted with the one before it
-# P(the sentence holds the answer) = logistic(READER_WEIGHTS · (reader margin, cheap score, rank
-# by the cheap score, 1)), fitted on held-out reader outputs by bench/answer_study.py --fit.
-READER_WEIGHTS = (0.119, 4.024, -0.741, -3.8)
+# P(the sentence holds the answer) = logistic(READER_WEIGHTS · (reader margin − the best margin
+# read, cheap score − the best cheap score, rank by the cheap score, 1)): relative to the other
+# sentences of the same question, fitted on held-out reader outputs by bench/answer_study.py --fit.
+READER_WEIGHTS = (0.15, 24.131, -0.613, 1.156)
 MORE_QUOTES_MIN = 0.05  # probability a further sentence needs to be quoted as well
 MAX_QUOTES, MAX_QUOTED_CHARS = 3, 450
 FACT_MIN_PROBABILITY = 0.4  # reader span probability for a fact line (bench/answer_study.py)
@@ -135,7 +136,9 @@ def score_units(question: str, candidates: list[Unit], reader: Reader | None) ->
     top = candidates[:READ_SENTENCES]
     readings = reader.read(question, [u.text for u in top])
     w_margin, w_cheap, w_rank, bias = READER_WEIGHTS
-    scored = [Scored(u, 1 / (1 + math.exp(-(w_margin * r.score + w_cheap * u.cheap + w_rank * rank + bias))), r)
+    best_margin, best_cheap = max(r.score for r in readings), max(u.cheap for u in top)
+    scored = [Scored(u, 1 / (1 + math.exp(-(w_margin * (r.score - best_margin) + w_cheap * (u.cheap - best_cheap)
+                                              + w_rank * rank + bias))), r)
               for rank, (u, r) in enumerate(zip(top, readings))]
     return sorted(scored, key=lambda s: -s.score)
 

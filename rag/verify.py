@@ -165,6 +165,14 @@ def closest_sentence(claim: str, numbers: Sequence[int], evidence: Sequence[Evid
 
 # ----------------------------------------------------------------------------- numbering
 
+def _occurrences(text: str, part: str) -> list[int]:
+    found, at = [], text.find(part)
+    while at >= 0:
+        found.append(at)
+        at = text.find(part, at + 1)
+    return found
+
+
 @dataclass(frozen=True)
 class Numbered:
     text: str
@@ -178,14 +186,25 @@ def renumber(text: str, citations: Sequence[Citation], passages: Sequence[Passag
     """Number the cited passages 1..m in the order their markers first appear in the text (no
     gaps); uncited passages follow in their retrieval order. Markers, citations and the fact
     are rewritten to the new numbers, and citations are listed in that order."""
+    # Brackets inside a quoted sentence belong to the article (Wikipedia's "[3]"), not to us.
+    inside = [(at, at + len(c.quote)) for c in citations if c.quote
+              for at in _occurrences(text, c.quote)]
+
+    def ours(match: re.Match) -> bool:
+        return (not any(a <= match.start() < b for a, b in inside)
+                and all(1 <= n <= len(passages) for n in _numbers(match)))
+
     order: list[int] = []
     for match in MARKER.finditer(text):
-        order.extend(n for n in _numbers(match) if n not in order)
+        if ours(match):
+            order.extend(n for n in _numbers(match) if n not in order)
     order.extend(n for n in dict.fromkeys(c.n for c in citations) if n not in order)
     order.extend(n for n in range(1, len(passages) + 1) if n not in order)
     new = {old: i for i, old in enumerate(order, start=1)}
 
     def rewrite(match: re.Match) -> str:
+        if not ours(match):
+            return match.group(0)
         return f"[{', '.join(str(new[n]) for n in _numbers(match))}]"
 
     renumbered = sorted((Citation(n=new[c.n], doc_id=c.doc_id, title=c.title, quote=c.quote,

@@ -85,7 +85,7 @@ def test_answer_numbers_its_sources_one_to_n(seed_index):
             continue
         numbers = [int(n) for n in re.findall(r"\[(\d+)\]", answer.answer)]
         assert sorted(set(numbers)) == list(range(1, len(set(numbers)) + 1)), answer.answer
-        assert numbers == sorted(numbers, key=lambda n: numbers.index(n))  # first appearance order
+        assert list(dict.fromkeys(numbers)) == sorted(set(numbers))  # numbered by first appearance
         assert [v.n for v in answer.sources()] == sorted({c.n for c in answer.citations})
         for citation in answer.citations:
             assert answer.passages[citation.n - 1].doc_id == citation.doc_id
@@ -110,3 +110,12 @@ def test_comparison_answers_each_side_and_names_the_missing_one(seed_index):
     assert any("50 مليون يورو" in c.quote for c in answer.citations)
     both = seed_index.ask("قارن بين موقف الحكومة البريطانية وموقف الاتحاد الأوروبي من ماسك")
     assert {c.doc_id for c in both.citations} >= {"000_4180ecd25a632971.txt", "003_8d67cffeb0195d8a.txt"}
+
+
+def test_brackets_inside_a_quote_are_the_articles_not_markers():
+    passages = [Passage(chunk_id=i, doc_id=f"d{i}", title="t", text="x", start=0, end=1, score=1.0)
+                for i in (1, 2)]
+    citations = [Citation(n=2, doc_id="d2", title="t", quote="ولد عام 1900.[12] ثم [1] سافر", start=0, end=5)]
+    numbered = renumber("«ولد عام 1900.[12] ثم [1] سافر» [2]", citations, passages)
+    assert numbered.text == "«ولد عام 1900.[12] ثم [1] سافر» [1]"
+    assert [c.n for c in numbered.citations] == [1] and numbered.passages[0].doc_id == "d2"

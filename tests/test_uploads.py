@@ -10,7 +10,7 @@ import threading
 import pytest
 
 from rag.api import Index
-from rag.errors import DocumentError
+from rag.errors import DocumentError, StoreError
 from rag.store import current_generation
 
 ARTICLE = "مقال جديد عن الإشراف\nأعلنت منصة فيديو أنها حذفت أربعة آلاف مقطع يحرض على العنف خلال شهر واحد.\n"
@@ -184,7 +184,7 @@ def test_a_failed_removal_puts_the_uploaded_file_back(index, tmp_path, monkeypat
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr("rag.store.faiss.write_index", full_disk)
-    with pytest.raises(OSError):
+    with pytest.raises(StoreError, match="disk holding .* is full"):
         index.remove(["moderation.txt"])
     assert (index.settings.uploads_dir / "moderation.txt").read_bytes() == ARTICLE.encode()
     assert current_generation(index.settings.resolved_index_dir) == generation

@@ -27,7 +27,7 @@
       if (!title.hasAttribute("dir")) title.setAttribute("dir", "auto");
     }
     // The answer's first line states the fact ("الإجابة: … [1]" / "Answer: … [1]"): set it apart.
-    for (const first of document.querySelectorAll(".message-content > p:first-child, .message-content > div > p:first-child")) {
+    for (const first of document.querySelectorAll(".message-content > p:first-child, .message-content > div > p:first-child, .message-content .prose > :first-child")) {
       if (!first.classList.contains("fact-line") && FACT_LINE.test(first.textContent || "")) first.classList.add("fact-line");
     }
     const input = document.getElementById("chat-input");

@@ -105,7 +105,7 @@ def test_fact_line_first_then_quotes_with_cards_numbered_in_order(page):
     message = ask(page, "كم عدد متابعي ماسك حول العالم؟", count=1)
     message.locator(".inline-text").first.wait_for()
     content = message.locator(".message-content").first
-    fact = content.locator("p.fact-line")
+    fact = content.locator(".fact-line")
     assert fact.count() == 1 and "193 مليون" in fact.inner_text() and "[1]" in fact.inner_text()
     assert fact.evaluate("e => getComputedStyle(e).fontWeight") in ("700", "bold")
     titles = [t.strip() for t in message.locator(".bg-card").all_inner_texts()]
