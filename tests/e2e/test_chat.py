@@ -159,7 +159,7 @@ def test_upload_then_ask_about_it(page, tmp_path):
     article = tmp_path / "austria_fine.txt"
     article.write_text(NEW_ARTICLE, encoding="utf-8")
     page.set_input_files("#upload-button-input", str(article))
-    page.wait_for_selector("#chat-submit:not([disabled])", timeout=30_000)
+    page.wait_for_selector("#chat-submit:not([disabled])", timeout=90_000)
     page.click("#chat-submit")
     reply = finished_message(page, 1)
     reply_text = reply.inner_text()
@@ -181,7 +181,7 @@ def test_bad_uploads_are_rejected_with_reasons(page, tmp_path):
     deep = tmp_path / "deep.json"
     deep.write_bytes(b"[" * 200_000 + b"]" * 200_000)
     page.set_input_files("#upload-button-input", [str(empty), str(unknown), str(garbage), str(deep)])
-    page.wait_for_selector("#chat-submit:not([disabled])", timeout=30_000)
+    page.wait_for_selector("#chat-submit:not([disabled])", timeout=90_000)
     page.click("#chat-submit")
     text = finished_message(page, 1).inner_text()
     assert "Rejected empty.txt: the file is empty" in text
@@ -244,7 +244,7 @@ def test_docs_lists_the_articles_and_remove_takes_an_upload_out(page, tmp_path):
     article = tmp_path / "denmark_[x](http:evil).txt"
     article.write_text(REMOVABLE, encoding="utf-8")
     page.set_input_files("#upload-button-input", str(article))
-    page.wait_for_selector("#chat-submit:not([disabled])", timeout=30_000)
+    page.wait_for_selector("#chat-submit:not([disabled])", timeout=90_000)
     page.click("#chat-submit")
     assert "Indexed denmark_" in finished_message(page, 1).inner_text()
     doc_id = article.name
