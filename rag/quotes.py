@@ -39,7 +39,6 @@ MAX_QUOTES, MAX_QUOTED_CHARS = 3, 450
 FACT_MIN_PROBABILITY = 0.4  # reader span probability for a fact line (bench/answer_study.py)
 MAX_FACT_WORDS = 12
 FALLBACK_MARGIN = 0.03  # without a reader: further sentences this close to the best are quoted
-FALLBACK_MAX = 3
 
 
 @dataclass(frozen=True)
@@ -278,7 +277,7 @@ def fact_answer(question: str, retrieval: Retrieval, reader: Reader | None) -> E
                 chosen.append(other)
                 total += len(other.unit.text)
     else:
-        chosen += [s for s in ranked[1:] if s.score >= best.score - FALLBACK_MARGIN][:FALLBACK_MAX - 1]
+        chosen += [s for s in ranked[1:] if s.score >= best.score - FALLBACK_MARGIN][:MAX_QUOTES - 1]
     quotes = [_with_context(s.unit, retrieval) for s in chosen]
     fact = _fact(question, best, retrieval) if best.reading is not None else None
     lines = [text(lang, "fact", phrase=fact.text, n=fact.n)] if fact else []
