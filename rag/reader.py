@@ -230,6 +230,7 @@ def _onnx_runner(path: Path) -> Callable[[np.ndarray, np.ndarray], np.ndarray]:
 def _export_onnx(encoder: Any, head: Any, path: Path) -> None:
     import os
     import tempfile
+    import warnings
 
     import torch
 
@@ -247,7 +248,8 @@ def _export_onnx(encoder: Any, head: Any, path: Path) -> None:
     previous = encoder.config._attn_implementation
     encoder.config._attn_implementation = "eager"  # exports faithfully; sdpa does not
     try:
-        with tempfile.TemporaryDirectory(dir=path.parent) as tmp:
+        with tempfile.TemporaryDirectory(dir=path.parent) as tmp, warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # the tracer's notes on shapes, not for the user
             staged = Path(tmp) / "reader.onnx"
             sample = torch.tensor([[0, 100, 200, 2, 300, 400, 2], [0, 5, 6, 2, 7, 2, 1]])
             torch.onnx.export(Logits().eval(), (sample, (sample != 1).long()), str(staged),
