@@ -22,11 +22,13 @@ import asyncio
 import logging
 import os
 import secrets
+import shutil
 import threading
 from concurrent.futures import Future
 from pathlib import Path
 
 import chainlit as cl
+import chainlit.config
 import chainlit.server
 import chainlit.session
 from chainlit.config import config as chainlit_config
@@ -130,6 +132,32 @@ chainlit.server.app.add_middleware(web.SecurityHeaders, headers={
 })
 
 # ----------------------------------------------------------------------------- uploads
+
+# Chainlit keeps uploads in transit in APP_ROOT/.files and deletes that whole folder when the
+# server stops, so a second server from the same checkout (another port, a test) would pull the
+# folder from under the first one's uploads. Each process gets its own, under RAG_HOME.
+def _transit_folder() -> Path:
+    parent = rag.Settings.load().home / "chat-uploads"
+    for stale in parent.glob("*"):  # left by a server that was killed
+        if stale.name.isdigit() and not _running(int(stale.name)):
+            shutil.rmtree(stale, ignore_errors=True)
+    folder = parent / str(os.getpid())
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+_transit = _transit_folder()
+chainlit.config.FILES_DIRECTORY = chainlit.server.FILES_DIRECTORY = _transit
 
 # Chainlit 2.12 refuses to store an empty upload (HTTP 500, "Upload failed" in the browser), so
 # the user would never learn why the file was not added. Store it as the empty file it is and
