@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .config import Settings
-from .embeddings import Embedder
+from .embeddings import Embedder, resolve_device
 from .errors import ConfigError
 from .indexing import remove_documents, update_index
 from .reader import WEIGHTS, Reader
@@ -40,12 +40,13 @@ class Index:
         with self._lock:
             if self._reader is None:
                 self._reader = Reader(self.settings.models_dir, self.settings.reader_weights or WEIGHTS,
-                                      device=self.settings.device, backend=self.settings.reader_backend)
+                                      device=resolve_device(self.settings.device),
+                                      backend=self.settings.reader_backend)
         return self._reader if self._reader.available else None
 
     def load_models(self) -> None:
         """Load the embedding model and the reader now rather than on the first question."""
-        self.embedder.model  # noqa: B018
+        self.embedder.load()
         if self.reader is not None:
             self.reader.load()
 
@@ -139,6 +140,9 @@ class Index:
         if chosen and chosen != "extractive":
             llm = LLM(chosen, api_base=self.settings.llm_api_base, timeout=self.settings.llm_timeout,
                       max_tokens=self.settings.llm_max_tokens, options=dict(llm_options or {}))
+        elif self.reader is not None and not self.reader.loaded:
+            # the reader loads beside the embedding model rather than after it (a cold `rag ask`)
+            threading.Thread(target=self.reader.load, name="rag-reader-load", daemon=True).start()
         return stream_answer(
             question, retriever=Retriever(self.store, self.embedder), reader=self.reader,
             k=k or self.settings.k, llm=llm,

@@ -58,7 +58,14 @@ class Settings:
         None, "Prefix for passages. Default: the model's own 'passage'/'document' prompt "
         "('passage: ' for e5 models).", index=True)
     embedding_batch_size: int = _setting(16, "Passages per embedding batch.")
-    device: str = _setting("cpu", "torch device for the embedding model (cpu, cuda, mps).")
+    embedding_backend: str = _setting(
+        "auto", "What runs the embedding model: torch (sentence-transformers), onnx (the default model "
+        "exported once to ONNX under model_dir: the same vectors, no torch import, so commands start in "
+        "~1 s), onnx-int8 (its int8-quantized version: other vectors, the index is rebuilt; see "
+        "bench/embed_bench.py) or auto (onnx for the default model on a CPU, torch otherwise).")
+    device: str = _setting(
+        "auto", "torch device for the embedding model and the reader (cpu, cuda, mps), or auto: "
+        "cuda when torch sees a GPU, else cpu.")
     chunk_tokens: int = _setting(
         160, "Chunk budget in o200k_base tokens (the model's own limit is 512 of its tokens; "
         "Arabic costs ~1.9 model tokens per o200k token).", index=True)
@@ -122,6 +129,8 @@ class Settings:
         params = {f.name: getattr(self, f.name) for f in fields(self) if f.metadata["index"]}
         params["format_version"] = INDEX_FORMAT_VERSION
         params["lexical_tokens"] = LEXICAL_VERSION
+        if self.embedding_backend == "onnx-int8":  # other vectors (torch and onnx fp32 agree)
+            params["embedding_quantized"] = "int8"
         return params
 
     def fingerprint(self, extra: dict[str, Any] | None = None) -> str:
@@ -193,6 +202,8 @@ def _coerce(cls: type[Settings], name: str, value: Any) -> Any:
             raise ValueError("expected hybrid, dense or bm25")
         if name == "reader_backend" and value not in ("onnx", "torch"):
             raise ValueError("expected onnx or torch")
+        if name == "embedding_backend" and value not in ("auto", "torch", "onnx", "onnx-int8"):
+            raise ValueError("expected auto, torch, onnx or onnx-int8")
         return str(value)
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"{where} has the unusable value {value!r}: {exc}") from None

