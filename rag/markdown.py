@@ -114,8 +114,8 @@ def linked_answer(text: str, markers: Sequence[Marker], linked: Collection[int])
 
 def source_article(view: SourceView, text: str) -> str:
     """A whole article (`text`, the document of `view`) with the view's cited quotes in bold —
-    or, for a passage shown without a quote, that passage — each line its own paragraph, under
-    a line naming its source."""
+    or, for a passage shown without a quote, that passage — each line its own paragraph, then
+    a line naming its source (last, as in the cards: the article's language sets the direction)."""
     spans = sorted(s for s in view.quotes if 0 <= s[0] < s[1] <= len(text)) or [(view.start, view.end)]
     out, cursor = [], 0
     for start, end in spans:
@@ -126,4 +126,4 @@ def source_article(view: SourceView, text: str) -> str:
         cursor = end
     out.append(_escape_span(text, cursor, len(text)))
     title = "" if text.lstrip().startswith(view.title) else f"{escape(view.title)} · "
-    return f"_{title}{escape(view.doc_id)}_\n\n" + "".join(out).replace("\n", "\n\n")
+    return "".join(out).replace("\n", "\n\n") + f"\n\n_{title}{escape(view.doc_id)}_"
