@@ -60,7 +60,21 @@
       return;
     }
     const quote = content.querySelector(".side-text .font-bold");
-    if (quote) quote.scrollIntoView({ block: "center" });
+    if (quote) scrollToMiddle(quote);
+  }
+
+  // Only the side view's own box scrolls, and only vertically: scrollIntoView would also scroll
+  // the page sideways towards the panel while it still slides in.
+  function scrollToMiddle(quote) {
+    for (let box = quote.parentElement; box; box = box.parentElement) {
+      const overflow = getComputedStyle(box).overflowY;
+      if ((overflow === "auto" || overflow === "scroll") && box.scrollHeight > box.clientHeight) {
+        const q = quote.getBoundingClientRect();
+        const b = box.getBoundingClientRect();
+        box.scrollTop += q.top - b.top - (box.clientHeight - q.height) / 2;
+        return;
+      }
+    }
   }
 
   let scheduled = false;

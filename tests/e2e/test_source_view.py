@@ -77,6 +77,9 @@ def test_a_card_title_opens_its_article_even_for_the_closest_passages_of_a_refus
     page.locator(SIDE_TEXT).wait_for()
     assert page.locator("#side-view-title").inner_text().strip() == number
     assert page.locator(f"{SIDE_TEXT} .font-bold").count() >= 1  # the passage the card shows
+    page.wait_for_timeout(800)  # the panel slides in
+    assert in_view(page, f"{SIDE_TEXT} .font-bold")
+    assert in_view(page, "#chat-input"), "the chat moved sideways when the article opened"
     screenshot(page, "31-refusal-source-side-view")
 
 
