@@ -35,8 +35,8 @@ from chainlit.config import config as chainlit_config
 from chainlit.input_widget import Select, Slider, TextInput
 
 import rag
-from rag import auth, web
-from rag.markdown import MarkdownStream, escape, source_card
+from rag import auth, ui_text, web
+from rag.markdown import MarkdownStream, escape, link, linked_answer, source_article, source_card
 
 log = logging.getLogger("sanad.chat")
 
@@ -91,10 +91,10 @@ async def ready_index() -> rag.Index:
     future = index_future()
     if future.done():
         return future.result()
-    async with cl.Step(name="Preparing the index", type="tool") as step:
-        step.output = "Loading the embedding model and indexing the articles (first start only) …"
+    async with cl.Step(name=say("index.step"), type="tool") as step:
+        step.output = escape(say("index.loading"))
         index = await cl.make_async(future.result)()
-        step.output = f"{len(index.document_sources())} articles ready"
+        step.output = escape(say("index.ready", count=len(index.document_sources())))
     return index
 
 
@@ -180,6 +180,14 @@ async def _persist_empty_files_too(self, name, mime, path=None, content=None):
 chainlit.session.BaseSession.persist_file = _persist_empty_files_too
 
 
+# ----------------------------------------------------------------------------- the chat's language
+
+def say(key: str, **values: object) -> str:
+    """The chat's own text `key` (rag.ui_text) in the browser's language, which Chainlit takes
+    from the Accept-Language of the page's socket; plain text, to be escaped."""
+    return ui_text.text(key, ui_text.language(getattr(cl.context.session, "language", None)), **values)
+
+
 # ----------------------------------------------------------------------------- chat
 
 def chat_profiles() -> list[cl.ChatProfile]:
@@ -213,13 +221,13 @@ chainlit.session.WebsocketSession.get_config = _session_config
 @cl.on_chat_start
 async def on_chat_start() -> None:
     settings = rag.Settings.load()
-    modes = {"Extractive (offline)": "extractive", "LLM (litellm)": "llm"}
+    modes = {say("settings.mode.extractive"): "extractive", say("settings.mode.llm"): "llm"}
     await cl.ChatSettings([
-        Select(id="mode", label="Answer mode", items=modes,
+        Select(id="mode", label=say("settings.mode"), items=modes,
                initial_value="llm" if settings.llm_model else "extractive"),
-        TextInput(id="model", label="LLM model (litellm string)", initial=settings.llm_model or "",
+        TextInput(id="model", label=say("settings.model"), initial=settings.llm_model or "",
                   placeholder="openai/gpt-4o-mini · ollama/qwen2.5 · anthropic/…"),
-        Slider(id="k", label="Passages", initial=settings.k, min=1, max=10, step=1),
+        Slider(id="k", label=say("settings.k"), initial=settings.k, min=1, max=10, step=1),
     ]).send()
     cl.user_session.set("history", [])
     index_future()
@@ -254,26 +262,20 @@ async def on_message(message: cl.Message) -> None:
 
 
 async def add_files(index: rag.Index, files: list) -> None:
-    async with cl.Step(name="Indexing uploaded files", type="tool") as step:
+    async with cl.Step(name=say("upload.step"), type="tool") as step:
         step.input = escape(", ".join(f.name for f in files))
         result = await cl.make_async(index.add_uploads)([(f.name, f.path) for f in files])
-        step.output = "done"
+        step.output = escape(say("upload.done"))
     lines = []
     if result.report is not None:
         report = result.report
-        docs = report.added.documents + report.changed.documents
-        chunks = report.added.chunks + report.changed.chunks
-        lines.append(f"✓ Indexed {escape(', '.join(result.accepted))}: {docs} document(s) added or updated, "
-                     f"{chunks} passage(s). You can ask about them now.")
-    for kept in result.renamed:
-        lines.append(f"✓ Another file named {escape(kept.name)} is already in the index, so this one is kept "
-                     f"as {escape(kept.stored_as)}: both can be searched.")
-    for kept in result.already_there:
-        lines.append(f"= {escape(kept.name)} is already in the index with the same content "
-                     f"(as {escape(kept.stored_as)}): nothing was added.")
-    for rejected in result.rejected:
-        lines.append(f"✗ Rejected {escape(rejected.name)}: {escape(rejected.reason)}")
-    await cl.Message(content="\n\n".join(lines)).send()
+        lines.append(say("upload.indexed", names=", ".join(result.accepted),
+                         documents=report.added.documents + report.changed.documents,
+                         passages=report.added.chunks + report.changed.chunks))
+    lines += [say("upload.renamed", name=kept.name, stored_as=kept.stored_as) for kept in result.renamed]
+    lines += [say("upload.already_there", name=kept.name, stored_as=kept.stored_as) for kept in result.already_there]
+    lines += [say("upload.rejected", name=rejected.name, reason=rejected.reason) for rejected in result.rejected]
+    await cl.Message(content="\n\n".join(escape(line) for line in lines)).send()
 
 
 LISTED_DOCUMENTS = 200  # a longer library is listed by `rag docs`
@@ -281,17 +283,18 @@ LISTED_DOCUMENTS = 200  # a longer library is listed by `rag docs`
 
 async def list_documents(index: rag.Index) -> None:
     documents = await cl.make_async(index.documents)()
-    lines = [escape(f"{len(documents)} articles in the index. Remove an uploaded one with /remove ID:")]
-    lines += [escape(f"{d.doc_id} · {d.title} · {d.chunks} passages" + (" · uploaded" if d.uploaded else ""))
+    lines = [escape(say("docs.header", count=len(documents)))]
+    lines += [escape(say("docs.line", doc_id=d.doc_id, title=d.title, chunks=d.chunks)
+                     + (say("docs.uploaded") if d.uploaded else ""))
               for d in documents[:LISTED_DOCUMENTS]]
     if len(documents) > LISTED_DOCUMENTS:
-        lines.append(escape(f"… and {len(documents) - LISTED_DOCUMENTS} more: `rag docs` lists them all."))
+        lines.append(escape(say("docs.more", count=len(documents) - LISTED_DOCUMENTS)))
     await cl.Message(content="\n\n".join(lines)).send()
 
 
 async def remove_document(index: rag.Index, doc_id: str) -> None:
     if not doc_id:
-        await cl.Message(content=escape("Give the id of an uploaded article: /remove ID (/docs lists them).")).send()
+        await cl.Message(content=escape(say("remove.usage"))).send()
         return
     try:
         report = await cl.make_async(index.remove)([doc_id], uploads_only=True)
@@ -299,8 +302,7 @@ async def remove_document(index: rag.Index, doc_id: str) -> None:
         await cl.Message(content=escape(f"✗ {exc}")).send()
         return
     removed = ", ".join(d.doc_id for d in report.removed)
-    await cl.Message(content=escape(f"✓ Removed {removed} ({report.chunks} passages) and its uploaded file: "
-                                    "the next answers no longer use it.")).send()
+    await cl.Message(content=escape(say("remove.done", doc_ids=removed, chunks=report.chunks))).send()
 
 
 async def answer(index: rag.Index, question: str) -> None:
@@ -310,7 +312,7 @@ async def answer(index: rag.Index, question: str) -> None:
     if chosen.get("mode") == "llm":
         model = (chosen.get("model") or "").strip() or None
         if model is None:
-            model, note = "extractive", "No LLM model is set in the settings: extractive answer shown."
+            model, note = "extractive", say("answer.no_model")
     llm_options = {"mock_response": TEST_LLM_REPLY} if TEST_LLM_REPLY is not None else None
     message = cl.Message(content="")
     escaped = MarkdownStream()  # escaped pieces add up to escape(the streamed text)
@@ -321,17 +323,37 @@ async def answer(index: rag.Index, question: str) -> None:
     await message.stream_token(escaped.close())
     final = await stream.answer()
     notes = [line for n in (note, final.notice) if n for line in n.splitlines() if line.strip()]
-    message.content = escape(final.answer) + "".join(f"\n\n_⚠ {escape(n)}_" for n in notes)
+    views = final.sources()
+    message.content = (linked_answer(final.answer, final.markers(), {view.n for view in views})
+                       + "".join(f"\n\n_⚠ {escape(n)}_" for n in notes) + full_articles_line(views))
     # The card title is shown as plain text; the card body is Markdown.
     cards = [cl.Text(name=f"[{view.n}] {view.title}", content=source_card(view), display="inline")
-             for view in final.sources()]
+             for view in views]
     await message.send()
     for card in cards:  # one by one: Message.send sends its elements concurrently, in any order
         await card.send(for_id=message.id)
+    for article in await cl.make_async(full_articles)(index, views):
+        await article.send(for_id=message.id)
     if final.notice_detail:
-        async with cl.Step(name="Technical details", type="tool", default_open=False) as details:
+        async with cl.Step(name=say("details.step"), type="tool", default_open=False) as details:
             details.output = escape(final.notice_detail)
     history += [{"role": "user", "content": question},
                 {"role": "assistant", "content": final.answer,
                  "doc_ids": list(dict.fromkeys(c.doc_id for c in final.citations))}]
     cl.user_session.set("history", history[-12:])
+
+
+# Each source also opens as its whole article in Chainlit's side view: an element named `[n]`
+# (display="side") turns every bare `[n]` of its message into a link that opens it. The answer's
+# markers are such links (rag.markdown.linked_answer), and so is a last line naming every source,
+# for the sources no marker names (a refusal's closest passages). public/sources.js scrolls the
+# first highlighted quote into view and lets a card's title open its article too.
+def full_articles_line(views: list[rag.SourceView]) -> str:
+    if not views:
+        return ""
+    return f"\n\n{escape(say('answer.full_articles'))} " + " ".join(link(view.n) for view in views)
+
+
+def full_articles(index: rag.Index, views: list[rag.SourceView]) -> list[cl.Text]:
+    return [cl.Text(name=link(view.n), content=source_article(view, index.document(view.doc_id).text),
+                    display="side") for view in views]

@@ -9,12 +9,12 @@ from typing import TYPE_CHECKING, Any
 
 from .config import Settings
 from .embeddings import Embedder, resolve_device
-from .errors import ConfigError
+from .errors import ConfigError, DocumentError
 from .indexing import remove_documents, update_index
 from .reader import WEIGHTS, Reader
 from .retrieval import MODES, Retriever
 from .store import Store, current_generation
-from .types import Answer, IndexedDocument, Passage, RemovalReport, UpdateReport
+from .types import Answer, Document, IndexedDocument, Passage, RemovalReport, UpdateReport
 from .uploads import UploadResult, add_uploads
 
 if TYPE_CHECKING:
@@ -100,6 +100,14 @@ class Index:
     def documents(self) -> list[IndexedDocument]:
         """Every indexed document, by id: title, source file, chunks, characters, url/date if known."""
         return self.store.indexed_documents(self.settings.uploads_dir)
+
+    def document(self, doc_id: str) -> Document:
+        """One indexed document, its whole text included (what a citation's offsets point into)."""
+        document = self.store.document(doc_id)
+        if document is None:
+            raise DocumentError(f"no document {doc_id!r} in the index at {self.index_dir}: "
+                                "`rag docs` lists the indexed ids")
+        return document
 
     def remove(self, ids_or_paths: str | Path | Sequence[str | Path], *, uploads_only: bool = False,
                notify: Callable[[str], None] | None = None) -> RemovalReport:

@@ -11,13 +11,19 @@ Markdown (autolinks, directives, alerts), so
 
 `MarkdownStream` escapes a text that arrives in pieces: what it emits adds up to
 `escape(whole text)`, holding back only the last few characters until it knows what follows.
+
+`linked_answer` is the one place that leaves Markdown's brackets unescaped: a bare `[n]` (no
+link target, no definition: CommonMark shows it as text) which the chat turns into a link to
+the element of that name.
 """
 
 from __future__ import annotations
 
 import re
 import string
+from collections.abc import Collection, Sequence
 
+from .markers import Marker
 from .types import SourceView
 
 _PUNCTUATION = {ord(ch): "\\" + ch for ch in string.punctuation}
@@ -84,3 +90,40 @@ def source_card(view: SourceView) -> str:
     then where it comes from."""
     body = "".join(bold(text) if cited else escape(text) for text, cited in view.segments)
     return f"{body}\n\n_{escape(view.doc_id)} · {view.start}–{view.end}_"
+
+
+def link(n: int) -> str:
+    """The bare `[n]` that the chat turns into a link to its element named `[n]`."""
+    return f"[{int(n)}]"
+
+
+def linked_answer(text: str, markers: Sequence[Marker], linked: Collection[int]) -> str:
+    """escape(text), except that each number of a marker that is in `linked` is written as
+    `link(n)`: "[1, 2]" becomes "[1][2]". Everything else, the quotes' own brackets included,
+    is escaped as usual."""
+    out, cursor = [], 0
+    for marker in sorted(markers, key=lambda m: m.start):
+        if not any(n in linked for n in marker.numbers):
+            continue
+        out.append(_escape_span(text, cursor, marker.start))
+        out += [link(n) if n in linked else escape(f"[{n}]") for n in marker.numbers]
+        cursor = marker.end
+    out.append(_escape_span(text, cursor, len(text)))
+    return "".join(out)
+
+
+def source_article(view: SourceView, text: str) -> str:
+    """A whole article (`text`, the document of `view`) with the view's cited quotes in bold —
+    or, for a passage shown without a quote, that passage — each line its own paragraph, then
+    a line naming its source (last, as in the cards: the article's language sets the direction)."""
+    spans = sorted(s for s in view.quotes if 0 <= s[0] < s[1] <= len(text)) or [(view.start, view.end)]
+    out, cursor = [], 0
+    for start, end in spans:
+        start = max(start, cursor)  # overlapping quotes: marked once
+        if end <= start:
+            continue
+        out += [_escape_span(text, cursor, start), bold(text[start:end])]
+        cursor = end
+    out.append(_escape_span(text, cursor, len(text)))
+    title = "" if text.lstrip().startswith(view.title) else f"{escape(view.title)} · "
+    return "".join(out).replace("\n", "\n\n") + f"\n\n_{title}{escape(view.doc_id)}_"

@@ -6,6 +6,8 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
+from .markers import Marker, find_markers
+
 
 @dataclass(frozen=True)
 class Document:
@@ -109,6 +111,7 @@ class SourceView:
     end: int
     segments: tuple[tuple[str, bool], ...]  # (text, is_cited_quote)
     score: float
+    quotes: tuple[tuple[int, int], ...] = ()  # [start, end) of the cited quotes in the document
 
 
 @dataclass(frozen=True)
@@ -144,8 +147,12 @@ class Answer:
             views.append(SourceView(n=n, doc_id=passage.doc_id, title=passage.title, start=passage.start,
                                     end=passage.end, segments=_segments(passage, quotes,
                                                                         [c for c in self.citations if c.n == n]),
-                                    score=passage.score))
+                                    score=passage.score, quotes=tuple(quotes)))
         return views
+
+    def markers(self) -> list[Marker]:
+        """The [n] markers of the answer text (not the brackets inside its quotes)."""
+        return find_markers(self.answer, [c.quote for c in self.citations])
 
     def to_dict(self) -> dict[str, Any]:
         return {

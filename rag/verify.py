@@ -14,10 +14,10 @@ from dataclasses import dataclass
 import numpy as np
 
 from .arabic import find_folded, search_tokens
+from .markers import MARKER, marker_numbers, quoted_spans
 from .retrieval import Evidence
 from .types import Citation, Fact, Passage
 
-MARKER = re.compile(r"\[\s*(\d+(?:\s*[,،]\s*\d+)*)\s*\]")
 QUOTE = re.compile(r"«([^«»\n]{2,800})»|“([^“”\n]{2,800})”|\"([^\"\n]{2,800})\"")
 # The prompt's own delimiters, which small models echo ("…والفقائة.\n</passage>").
 PROMPT_TAG = re.compile(r"</?\s*passages?\b[^>\n]*>", re.I)
@@ -62,7 +62,7 @@ def verify(text: str, evidence: Sequence[Evidence], embed: Callable[[str], np.nd
         return f"[{', '.join(map(str, valid))}]" if valid else ""
 
     text = MARKER.sub(keep_valid, PROMPT_TAG.sub("", text))
-    markers = [(m.start(), m.end(), _numbers(m)) for m in MARKER.finditer(text)]
+    markers = [(m.start(), m.end(), marker_numbers(m)) for m in MARKER.finditer(text)]
     edits: list[tuple[int, int, str]] = []  # (start, end, replacement) in `text`
     citations: list[Citation] = []
     kept_at: set[int] = set()
@@ -105,16 +105,12 @@ def verify(text: str, evidence: Sequence[Evidence], embed: Callable[[str], np.nd
         previous_end = match.end()
         if QUOTE.search(claim):
             continue
-        for n in _numbers(match):
+        for n in marker_numbers(match):
             best = closest_sentence(claim, [n], evidence, min_overlap=0.25, embed=embed)
             if best is not None:
                 citations.append(cite(evidence, *best))
     unique = list({(c.n, c.start, c.end): c for c in citations}.values())
     return Verified(text, unique, removed_quotes, removed_markers)
-
-
-def _numbers(marker: re.Match) -> list[int]:
-    return [int(x) for x in re.split(r"[,،]\s*", marker.group(1))]
 
 
 def _attribute(text: str, quote: re.Match, markers: list[tuple[int, int, list[int]]]):
@@ -165,14 +161,6 @@ def closest_sentence(claim: str, numbers: Sequence[int], evidence: Sequence[Evid
 
 # ----------------------------------------------------------------------------- numbering
 
-def _occurrences(text: str, part: str) -> list[int]:
-    found, at = [], text.find(part)
-    while at >= 0:
-        found.append(at)
-        at = text.find(part, at + 1)
-    return found
-
-
 @dataclass(frozen=True)
 class Numbered:
     text: str
@@ -187,17 +175,16 @@ def renumber(text: str, citations: Sequence[Citation], passages: Sequence[Passag
     gaps); uncited passages follow in their retrieval order. Markers, citations and the fact
     are rewritten to the new numbers, and citations are listed in that order."""
     # Brackets inside a quoted sentence belong to the article (Wikipedia's "[3]"), not to us.
-    inside = [(at, at + len(c.quote)) for c in citations if c.quote
-              for at in _occurrences(text, c.quote)]
+    inside = quoted_spans(text, [c.quote for c in citations])
 
     def ours(match: re.Match) -> bool:
         return (not any(a <= match.start() < b for a, b in inside)
-                and all(1 <= n <= len(passages) for n in _numbers(match)))
+                and all(1 <= n <= len(passages) for n in marker_numbers(match)))
 
     order: list[int] = []
     for match in MARKER.finditer(text):
         if ours(match):
-            order.extend(n for n in _numbers(match) if n not in order)
+            order.extend(n for n in marker_numbers(match) if n not in order)
     order.extend(n for n in dict.fromkeys(c.n for c in citations) if n not in order)
     order.extend(n for n in range(1, len(passages) + 1) if n not in order)
     new = {old: i for i, old in enumerate(order, start=1)}
@@ -205,7 +192,7 @@ def renumber(text: str, citations: Sequence[Citation], passages: Sequence[Passag
     def rewrite(match: re.Match) -> str:
         if not ours(match):
             return match.group(0)
-        return f"[{', '.join(str(new[n]) for n in _numbers(match))}]"
+        return f"[{', '.join(str(new[n]) for n in marker_numbers(match))}]"
 
     renumbered = sorted((Citation(n=new[c.n], doc_id=c.doc_id, title=c.title, quote=c.quote,
                                   start=c.start, end=c.end) for c in citations),

@@ -45,6 +45,21 @@ def test_every_dev_question_is_answered_from_its_article_or_refused(seed_index):
         assert 1 <= len(answer.citations) <= 3
 
 
+def test_each_source_opens_as_its_whole_document_with_its_quotes_and_markers(seed_index):
+    import rag
+
+    answer = seed_index.ask(SPOKESMAN)
+    views = answer.sources()
+    assert views and {n for m in answer.markers() for n in m.numbers} == {v.n for v in views}
+    for view in views:
+        document = seed_index.document(view.doc_id)
+        assert document.text[view.start:view.end] == answer.passages[view.n - 1].text
+        assert {document.text[s:e] for s, e in view.quotes} == {c.quote for c in answer.citations if c.n == view.n}
+    assert any(GOLD_QUOTE in seed_index.document(v.doc_id).text[s:e] for v in views for s, e in v.quotes)
+    with pytest.raises(rag.DocumentError, match="no document 'missing.txt' in the index at .*rag docs"):
+        seed_index.document("missing.txt")
+
+
 def test_framing_follows_the_question_language(seed_index):
     arabic = seed_index.ask(SPOKESMAN)
     assert "وفقًا للمصادر:" in arabic.answer and "«" in arabic.answer and "[1]" in arabic.answer

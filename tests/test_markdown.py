@@ -12,7 +12,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 from markdown_it import MarkdownIt
 
-from rag.markdown import WORD_JOINER, MarkdownStream, bold, escape, source_card
+from rag.markdown import WORD_JOINER, MarkdownStream, bold, escape, linked_answer, source_article, source_card
+from rag.markers import find_markers
 from rag.types import SourceView
 
 RENDERER = MarkdownIt("commonmark").enable(["table", "strikethrough"])
@@ -111,3 +112,38 @@ def test_source_card_highlights_only_the_cited_words():
     assert re.findall(r"<strong>(.*?)</strong>", out) == ["لا يوجد مبرر"]
     assert "<img" not in out and "<b>" not in out
     assert "![x](http://203.0.113.9/a)" in visible and "000_x.txt · 10–80" in visible
+
+
+def test_linked_answer_leaves_only_the_linked_markers_bare():
+    text = "قال «لا مبرر [3] لذلك» [1, 2] ثم [4] ![x](http://203.0.113.9/a) [1](http://203.0.113.9/b)"
+    markers = find_markers(text, ["لا مبرر [3] لذلك"])
+    assert [m.numbers for m in markers] == [(1, 2), (4,), (1,)]  # the quote's own [3] is the article's
+    out = linked_answer(text, markers, linked={1, 2})
+    assert out.startswith(escape("قال «لا مبرر [3] لذلك» ") + "[1][2] ") and escape("[4]") in out
+    assert out.count("[1]") == 2 and "[1]\\(http" in out  # a marker followed by a (url) stays no link
+    html_out, visible = rendered_text(out)
+    assert "<a" not in html_out and "<img" not in html_out
+    assert visible.strip() == text.replace("[1, 2]", "[1][2]")
+    assert linked_answer(text, markers, linked=set()) == escape(text)
+
+
+@pytest.mark.parametrize("text", HOSTILE)
+def test_linked_answer_of_hostile_text_is_still_text(text):
+    out, visible = rendered_text(linked_answer(text + " [1]", find_markers(text + " [1]", []), linked={1}))
+    assert not set(re.findall(r"</?([a-z0-9]+)", out)) - {"p", "br"}, out
+    assert visible.split() == (text + " [1]").split()
+
+
+def test_source_article_shows_the_whole_text_with_the_cited_quotes_highlighted():
+    text = "عنوان الخبر\nقال المتحدث ![x](http://203.0.113.9/a) إنه لا يوجد مبرر.\nوأضاف <b>أمرًا</b> آخر."
+    quote = text.index("لا يوجد مبرر")
+    view = SourceView(n=2, doc_id="000_x.txt", title="عنوان الخبر", start=12, end=len(text), score=0.5,
+                      segments=(), quotes=((quote, quote + len("لا يوجد مبرر")), (text.index("آخر"), len(text) - 1)))
+    out, visible = rendered_text(source_article(view, text))
+    assert re.findall(r"<strong>(.*?)</strong>", out) == ["لا يوجد مبرر", "آخر"]
+    assert out.count("<p>") == 4 and "<img" not in out and "<b>" not in out  # source line + 3 lines
+    assert visible.split() == [*text.split(), "000_x.txt"]
+    # a title that the text does not start with is named on the source line; no quote marks the passage
+    other = SourceView(n=1, doc_id="d.txt", title="Headline", start=12, end=30, score=0.1, segments=())
+    out, visible = rendered_text(source_article(other, text))
+    assert visible.strip().endswith("Headline · d.txt") and re.findall(r"<strong>(.*?)</strong>", out) == [text[12:30]]

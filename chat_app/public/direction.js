@@ -52,3 +52,10 @@
   if (document.body) start();
   else document.addEventListener("DOMContentLoaded", start);
 })();
+
+// Chainlit loads one custom script: this one brings the source view's (sources.js) along.
+(function () {
+  const script = document.createElement("script");
+  script.src = new URL("sources.js", document.currentScript.src).href;
+  document.head.appendChild(script);
+})();

