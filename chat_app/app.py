@@ -39,7 +39,8 @@ from chainlit.data.storage_clients.base import BaseStorageClient
 from chainlit.input_widget import Select, Slider, TextInput
 
 import rag
-from rag import auth, history, web
+from rag import auth, web
+from rag import history as saved
 from rag.markdown import MarkdownStream, escape, source_card
 
 log = logging.getLogger("sanad.chat")
@@ -114,7 +115,7 @@ SAVED_CHATS = rag.Settings.load().chat_history
 if ACCOUNTS is not None or SAVED_CHATS:
     # With saved chats the secret is kept under RAG_HOME: a restarted server accepts the login
     # cookies it signed, and each user finds their chats again.
-    os.environ.setdefault("CHAINLIT_AUTH_SECRET", history.auth_secret(rag.Settings.load().home) if SAVED_CHATS
+    os.environ.setdefault("CHAINLIT_AUTH_SECRET", saved.auth_secret(rag.Settings.load().home) if SAVED_CHATS
                           else secrets.token_urlsafe(32))
 if ACCOUNTS is not None:
     chainlit.server.app.add_middleware(web.LoginGuard, throttle=auth.LoginThrottle(),
@@ -137,7 +138,7 @@ class LocalStorage(BaseStorageClient):
     """Chainlit's storage client over `rag.history.FileStore`: the source cards of saved chats
     are files under RAG_HOME, read back through SAVED_FILES_ROUTE by their owner only."""
 
-    def __init__(self, files: history.FileStore) -> None:
+    def __init__(self, files: saved.FileStore) -> None:
         self.files = files
 
     async def upload_file(self, object_key: str, data: bytes | str, mime: str = "application/octet-stream",
@@ -160,11 +161,11 @@ class SavedChats(SQLAlchemyDataLayer):
     """Chainlit's SQLAlchemy data layer on the SQLite file of `rag.history`."""
 
     def __init__(self, home: Path) -> None:
-        path = history.database_path(home)
-        history.create_schema(path)
+        path = saved.database_path(home)
+        saved.create_schema(path)
         # a busy SQLite waits for the other writer instead of failing (Chainlit only logs failures)
-        super().__init__(conninfo=history.database_url(path), connect_args={"timeout": 30},
-                         storage_provider=LocalStorage(history.FileStore(home / history.FILES_FOLDER)))
+        super().__init__(conninfo=saved.database_url(path), connect_args={"timeout": 30},
+                         storage_provider=LocalStorage(saved.FileStore(home / saved.FILES_FOLDER)))
         self._element_order = asyncio.Lock()
 
     async def create_element(self, element) -> None:
@@ -420,7 +421,7 @@ async def answer(index: rag.Index, question: str) -> None:
     # The card title is shown as plain text; the card body is Markdown.
     cards = [cl.Text(name=f"[{view.n}] {view.title}", content=source_card(view), display="inline")
              for view in final.sources()]
-    message.metadata = history.saved_turn(question, final)  # what a reopened chat and `rag feedback` read
+    message.metadata = saved.saved_turn(question, final)  # what a reopened chat and `rag feedback` read
     await message.send()
     for card in cards:  # one by one: Message.send sends its elements concurrently, in any order
         await card.send(for_id=message.id)
@@ -444,4 +445,4 @@ if SAVED_CHATS:
         await on_chat_start()
         if restored:
             cl.context.session.chat_settings = restored
-        cl.user_session.set("history", history.conversation(thread.get("steps") or []))
+        cl.user_session.set("history", saved.conversation(thread.get("steps") or []))

@@ -263,16 +263,22 @@ def feedback_records(path: Path) -> list[FeedbackRecord]:
     try:
         with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as db:
             db.row_factory = sqlite3.Row
+            # The page rates the run of a message (Chainlit's on_message step), whose child is the
+            # answer; an answer rated itself is found too.
             rows = db.execute("""
-                SELECT f."value", f."comment", f."createdAt" AS rated_at, s."id" AS step_id,
-                       s."threadId" AS thread_id, s."metadata", s."output", s."createdAt" AS answered_at,
+                SELECT f."value", f."comment", f."createdAt" AS rated_at, a."id" AS step_id,
+                       a."threadId" AS thread_id, a."metadata", a."output", a."createdAt" AS answered_at,
                        t."userIdentifier" AS user,
-                       (SELECT u."output" FROM steps u WHERE u."threadId" = s."threadId"
-                          AND u."type" = 'user_message' AND u."createdAt" <= s."createdAt"
+                       (SELECT u."output" FROM steps u WHERE u."threadId" = a."threadId"
+                          AND u."type" = 'user_message' AND u."createdAt" <= a."createdAt"
                         ORDER BY u."createdAt" DESC LIMIT 1) AS asked
-                FROM feedbacks f JOIN steps s ON s."id" = f."forId"
-                LEFT JOIN threads t ON t."id" = s."threadId"
-                ORDER BY s."createdAt", f."createdAt"
+                FROM feedbacks f
+                JOIN steps a ON a."id" = (
+                    SELECT c."id" FROM steps c WHERE c."type" = 'assistant_message'
+                      AND (c."id" = f."forId" OR c."parentId" = f."forId")
+                    ORDER BY c."metadata" LIKE '%"sanad"%' DESC, c."createdAt" DESC LIMIT 1)
+                LEFT JOIN threads t ON t."id" = a."threadId"
+                ORDER BY a."createdAt", f."createdAt"
             """).fetchall()
     except sqlite3.DatabaseError as exc:
         raise StoreError(f"the chat history {path} cannot be read ({exc}): is it a Sanad chat history?") from None

@@ -63,14 +63,17 @@ async def save_chat(path, user: str, turns: list[tuple[str, Answer, int | None, 
             await layer.create_step({"id": str(uuid.uuid4()), "threadId": thread_id, "name": user,
                                      "type": "user_message", "output": question, "createdAt": asked,
                                      "streaming": False, "metadata": {}})
-            step_id = str(uuid.uuid4())
-            await layer.create_step({"id": step_id, "threadId": thread_id, "name": "Sanad",
+            # as in the chat: the answer is a child of the message's run, and the page rates the run
+            run_id, step_id = str(uuid.uuid4()), str(uuid.uuid4())
+            await layer.create_step({"id": run_id, "threadId": thread_id, "name": "on_message", "type": "run",
+                                     "createdAt": asked, "streaming": False, "metadata": {}})
+            await layer.create_step({"id": step_id, "threadId": thread_id, "parentId": run_id, "name": "Sanad",
                                      "type": "assistant_message", "output": "escaped text shown on the page",
                                      "createdAt": answered, "streaming": False,
                                      "metadata": history.saved_turn(question, answer)})
             if rating is not None:
-                await layer.upsert_feedback(Feedback(forId=step_id, value=rating, comment=comment,
-                                                     threadId=thread_id))
+                await layer.upsert_feedback(Feedback(forId=run_id if n % 2 == 0 else step_id, value=rating,
+                                                     comment=comment, threadId=thread_id))
             answer_ids.append(step_id)
         return thread_id, answer_ids
     finally:
@@ -94,7 +97,7 @@ def test_schema_is_created_once_and_kept_when_made_again(tmp_path):
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
     thread_id, _ = run(save_chat(path, "local", [(QUESTION, ANSWER, None, None)]))
     history.create_schema(path)  # every start of the chat
-    assert count(path, "steps") == 2 and count(path, "threads") == 1
+    assert count(path, "steps") == 3 and count(path, "threads") == 1
 
 
 def test_a_file_that_is_not_a_database_is_named_with_the_fix(tmp_path):
@@ -129,7 +132,7 @@ def test_deleting_a_chat_deletes_its_steps_and_feedback(tmp_path):
     with sqlite3.connect(path) as db:
         assert db.execute('SELECT COUNT(*) FROM steps WHERE "threadId" = ?', (gone,)).fetchone()[0] == 0
         assert db.execute('SELECT COUNT(*) FROM threads WHERE "id" = ?', (gone,)).fetchone()[0] == 0
-    assert count(path, "feedbacks") == 1 and count(path, "steps") == 2
+    assert count(path, "feedbacks") == 1 and count(path, "steps") == 3
     assert [r.thread_id for r in history.feedback_records(path)] == [kept]
 
 
