@@ -81,11 +81,12 @@ def test_a_chat_reopens_from_the_sidebar_with_its_cards_and_continues(browser, s
     assert SOURCE in " ".join(shown) and "[1]" in answer
     thread_id = answered_thread(home, SPOKESMAN)
 
-    page.reload()
+    page.goto(url)  # a new chat, in a new page
     page.wait_for_selector("#upload-button", timeout=60_000)
     saved = page.locator(f"#thread-{thread_id}")
     saved.wait_for(timeout=30_000)
-    assert "المتحدث" in saved.inner_text()  # named by its first question
+    assert page.locator(ASSISTANT).count() == 0
+    assert saved.inner_text().strip().startswith("ماذا قال المتحدث")  # named by its first question
     screenshot(page, "20-history-sidebar")
 
     saved.click()
