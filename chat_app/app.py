@@ -9,7 +9,9 @@ takes an uploaded one out (with its file).
 Environment: the `rag` settings (RAG_HOME, RAG_INDEX_DIR, RAG_LLM_MODEL, RAG_K, …);
 RAG_CHAT_SOURCES — folders the chat's index must include (default: the repository's seeds/;
 the index keeps its other sources, such as uploads); RAG_CHAT_USERNAME + RAG_CHAT_PASSWORD_HASH
-(made by `rag chat-password`) or RAG_CHAT_PASSWORD — turn on password login.
+(made by `rag chat-password`) or RAG_CHAT_PASSWORD, and/or RAG_CHAT_USERS (name:hash;…) — turn on
+password login; RAG_CHAT_HISTORY=0 — do not save chats (saved: Chainlit's SQLAlchemy data layer
+on <RAG_HOME>/chat.sqlite3, see rag.history).
 
 Everything shown on the page is untrusted text (articles, LLM output, file names, the user's
 own question): it goes through `rag.markdown` before it reaches Chainlit's Markdown renderer,
