@@ -119,12 +119,15 @@ def create_schema(path: Path) -> None:
     """Make the tables Chainlit's SQLAlchemy data layer uses, if they are not there yet."""
     path.parent.mkdir(parents=True, exist_ok=True)
     try:
+        # other people's questions: private from the first byte (SQLite gives its -wal and -shm
+        # files the database's mode)
+        path.touch(mode=0o600, exist_ok=True)
+        os.chmod(path, 0o600)
         with sqlite3.connect(path) as db:
             # several chat sessions write at once; WAL lets them read while one writes
             db.execute("PRAGMA journal_mode=WAL")
             db.executescript(SCHEMA)
-        os.chmod(path, 0o600)  # other people's questions
-    except sqlite3.DatabaseError as exc:
+    except (OSError, sqlite3.DatabaseError) as exc:
         raise StoreError(f"the chat history {path} cannot be used ({exc}): move it away to start a new one, "
                          "or turn history off with RAG_CHAT_HISTORY=0") from None
 
@@ -162,7 +165,7 @@ class FileStore:
         return self.root / hashlib.sha256(key.encode("utf-8")).hexdigest()
 
     def write(self, key: str, data: bytes | str) -> Path:
-        self.root.mkdir(parents=True, exist_ok=True)
+        self.root.mkdir(mode=0o700, parents=True, exist_ok=True)
         path = self.path(key)
         partial = path.with_suffix(".partial")
         partial.write_bytes(data.encode("utf-8") if isinstance(data, str) else data)
