@@ -184,7 +184,7 @@ async def run_session(url: str, session: Session, go: asyncio.Event, connected: 
 
     try:
         await client.connect(url, socketio_path="/ws/socket.io", transports=["websocket"],
-                             headers=headers,
+                             headers=dict(headers),  # engineio takes the cookie out of the dict it gets
                              auth={"clientType": "webapp", "sessionId": str(uuid.uuid4()), "threadId": None,
                                    "userEnv": "{}", "chatProfile": "Sanad"}, wait_timeout=60)
         await client.emit("connection_successful")
