@@ -105,8 +105,23 @@ def rss_mb(pid: int) -> dict[str, float]:
     return values
 
 
+def login_cookie(url: str) -> dict[str, str]:
+    """With saved chats and no password login, the chat logs in the local user by Chainlit's
+    header login (POST /auth/header from 127.0.0.1): the sessions share that user's cookie."""
+    with urllib.request.urlopen(url + "/auth/config", timeout=30) as response:
+        config = json.load(response)
+    if not config.get("requireLogin"):
+        return {}
+    if not config.get("headerAuth"):
+        raise SystemExit("the chat server needs a password login: run this against one without RAG_CHAT_USERNAME")
+    request = urllib.request.Request(url + "/auth/header", data=b"{}", headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=30) as response:
+        cookies = [c.split(";")[0] for c in response.headers.get_all("set-cookie") or []]
+    return {"Cookie": "; ".join(cookies)}
+
+
 async def run_session(url: str, session: Session, go: asyncio.Event, connected: asyncio.Barrier,
-                      timeout: float) -> None:
+                      timeout: float, headers: dict[str, str]) -> None:
     client = socketio.AsyncClient(reconnection=False)
     client.on("*", lambda event, *data: session.events.append(event))
     done = asyncio.Event()
@@ -169,6 +184,7 @@ async def run_session(url: str, session: Session, go: asyncio.Event, connected: 
 
     try:
         await client.connect(url, socketio_path="/ws/socket.io", transports=["websocket"],
+                             headers=dict(headers),  # engineio takes the cookie out of the dict it gets
                              auth={"clientType": "webapp", "sessionId": str(uuid.uuid4()), "threadId": None,
                                    "userEnv": "{}", "chatProfile": "Sanad"}, wait_timeout=60)
         await client.emit("connection_successful")
@@ -201,7 +217,8 @@ async def load(url: str, questions: list[str], sessions: int, timeout: float) ->
     go = asyncio.Event()
     connected = asyncio.Barrier(sessions + 1)
     runs = [Session(i, questions[i % len(questions)]) for i in range(sessions)]
-    tasks = [asyncio.create_task(run_session(url, s, go, connected, timeout)) for s in runs]
+    headers = await asyncio.to_thread(login_cookie, url)
+    tasks = [asyncio.create_task(run_session(url, s, go, connected, timeout, headers)) for s in runs]
     await connected.wait()
     go.set()
     await asyncio.gather(*tasks)

@@ -9,7 +9,9 @@ takes an uploaded one out (with its file).
 Environment: the `rag` settings (RAG_HOME, RAG_INDEX_DIR, RAG_LLM_MODEL, RAG_K, …);
 RAG_CHAT_SOURCES — folders the chat's index must include (default: the repository's seeds/;
 the index keeps its other sources, such as uploads); RAG_CHAT_USERNAME + RAG_CHAT_PASSWORD_HASH
-(made by `rag chat-password`) or RAG_CHAT_PASSWORD — turn on password login.
+(made by `rag chat-password`) or RAG_CHAT_PASSWORD, and/or RAG_CHAT_USERS (name:hash;…) — turn on
+password login; RAG_CHAT_HISTORY=0 — do not save chats (saved: Chainlit's SQLAlchemy data layer
+on <RAG_HOME>/chat.sqlite3, see rag.history).
 
 Everything shown on the page is untrusted text (articles, LLM output, file names, the user's
 own question): it goes through `rag.markdown` before it reaches Chainlit's Markdown renderer,
@@ -24,18 +26,23 @@ import os
 import secrets
 import shutil
 import threading
+import urllib.parse
 from concurrent.futures import Future
 from pathlib import Path
+from typing import Any
 
 import chainlit as cl
 import chainlit.config
 import chainlit.server
 import chainlit.session
 from chainlit.config import config as chainlit_config
+from chainlit.data.sql_alchemy import SQLAlchemyDataLayer
+from chainlit.data.storage_clients.base import BaseStorageClient
 from chainlit.input_widget import Select, Slider, TextInput
 
 import rag
 from rag import auth, ui_text, web
+from rag import history as saved
 from rag.markdown import MarkdownStream, escape, link, linked_answer, source_article, source_card
 
 log = logging.getLogger("sanad.chat")
@@ -105,18 +112,109 @@ def start_loading() -> None:
 
 # ----------------------------------------------------------------------------- login (optional)
 
-CREDENTIALS = auth.Credentials.from_env()
-if CREDENTIALS is not None:
-    os.environ.setdefault("CHAINLIT_AUTH_SECRET", secrets.token_urlsafe(32))
+ACCOUNTS = auth.Accounts.from_env()
+SAVED_CHATS = rag.Settings.load().chat_history
+if ACCOUNTS is not None or SAVED_CHATS:
+    # With saved chats the secret is kept under RAG_HOME: a restarted server accepts the login
+    # cookies it signed, and each user finds their chats again.
+    os.environ.setdefault("CHAINLIT_AUTH_SECRET", saved.auth_secret(rag.Settings.load().home) if SAVED_CHATS
+                          else secrets.token_urlsafe(32))
+if ACCOUNTS is not None:
     chainlit.server.app.add_middleware(web.LoginGuard, throttle=auth.LoginThrottle(),
                                        path=f"{chainlit_config.run.root_path}/login")
 
     @cl.password_auth_callback
     async def login(username: str, password: str) -> cl.User | None:
         # a hashed password costs ~50 ms of CPU: not on the event loop
-        if await asyncio.to_thread(CREDENTIALS.check, username, password):
-            return cl.User(identifier=CREDENTIALS.username)
-        return None
+        name = await asyncio.to_thread(ACCOUNTS.check, username, password)
+        return cl.User(identifier=name) if name is not None else None
+
+
+# ----------------------------------------------------------------------------- saved chats (optional)
+
+LOCAL_USER = "local"
+SAVED_FILES_ROUTE = "/sanad/saved-file"
+
+
+class LocalStorage(BaseStorageClient):
+    """Chainlit's storage client over `rag.history.FileStore`: the source cards of saved chats
+    are files under RAG_HOME, read back through SAVED_FILES_ROUTE by their owner only."""
+
+    def __init__(self, files: saved.FileStore) -> None:
+        self.files = files
+
+    async def upload_file(self, object_key: str, data: bytes | str, mime: str = "application/octet-stream",
+                          overwrite: bool = True, content_disposition: str | None = None) -> dict[str, Any]:
+        await asyncio.to_thread(self.files.write, object_key, data)
+        return {"object_key": object_key, "url": await self.get_read_url(object_key)}
+
+    async def delete_file(self, object_key: str) -> bool:
+        return await asyncio.to_thread(self.files.delete, object_key)
+
+    async def get_read_url(self, object_key: str) -> str:
+        return (f"{chainlit_config.run.root_path}{SAVED_FILES_ROUTE}?"
+                + urllib.parse.urlencode({"key": object_key}))
+
+    async def close(self) -> None:
+        pass
+
+
+class SavedChats(SQLAlchemyDataLayer):
+    """Chainlit's SQLAlchemy data layer on the SQLite file of `rag.history`."""
+
+    def __init__(self, home: Path) -> None:
+        path = saved.database_path(home)
+        saved.create_schema(path)
+        # a busy SQLite waits for the other writer instead of failing (Chainlit only logs failures)
+        super().__init__(conninfo=saved.database_url(path), connect_args={"timeout": 30},
+                         storage_provider=LocalStorage(saved.FileStore(home / saved.FILES_FOLDER)))
+        self._element_order = asyncio.Lock()
+
+    async def create_element(self, element) -> None:
+        # Element.send() stores each card in its own task; the lock (first come, first served)
+        # keeps them in the order they were sent, which is the order a reopened chat shows.
+        async with self._element_order:
+            await super().create_element(element)
+
+    async def element_of(self, object_key: str) -> tuple[str, str] | None:
+        """(thread id, element type) of a stored file."""
+        rows = await self.execute_sql('SELECT "threadId", "type" FROM elements WHERE "objectKey" = :key',
+                                      {"key": object_key})
+        return (rows[0]["threadId"], rows[0]["type"]) if isinstance(rows, list) and rows else None
+
+
+if SAVED_CHATS:
+    _saved_chats = SavedChats(rag.Settings.load().home)
+
+    @cl.data_layer
+    def saved_chats() -> SavedChats:
+        return _saved_chats
+
+    @chainlit.server.app.get(chainlit_config.run.root_path + SAVED_FILES_ROUTE)
+    async def saved_file(key: str, current_user: chainlit.server.UserParam) -> chainlit.server.Response:
+        element = await _saved_chats.element_of(key)
+        owner = await _saved_chats.get_thread_author(element[0]) if element else None
+        data = await asyncio.to_thread(_saved_chats.storage_provider.files.read, key) if owner else None
+        if data is None or current_user is None or owner != current_user.identifier:
+            return chainlit.server.JSONResponse({"detail": "no such file in your saved chats"}, status_code=404)
+        if element[1] == "text":  # a source card: Markdown the page renders as it did the first time
+            return chainlit.server.Response(data, media_type="text/plain; charset=utf-8")
+        return chainlit.server.Response(data, media_type="application/octet-stream",
+                                        headers={"Content-Disposition": "attachment"})
+
+    # Chainlit's catch-all route (the page itself) was registered first: this one goes before it.
+    chainlit.server.app.router.routes.insert(0, chainlit.server.app.router.routes.pop())
+
+    if ACCOUNTS is None:
+        # Without accounts the one user is whoever sits at this machine (see rag.web.LocalOnly).
+        chainlit.server.app.add_middleware(
+            web.LocalOnly, path=f"{chainlit_config.run.root_path}/auth/header",
+            message="This chat keeps its saved chats for the local user only: open it on the server's own "
+                    "machine, or have its administrator set RAG_CHAT_USERNAME (login) or RAG_CHAT_HISTORY=0.")
+
+        @cl.header_auth_callback
+        async def local_user(headers) -> cl.User:
+            return cl.User(identifier=LOCAL_USER)
 
 
 # ----------------------------------------------------------------------------- what the page may load
@@ -329,6 +427,7 @@ async def answer(index: rag.Index, question: str) -> None:
     # The card title is shown as plain text; the card body is Markdown.
     cards = [cl.Text(name=f"[{view.n}] {view.title}", content=source_card(view), display="inline")
              for view in views]
+    message.metadata = saved.saved_turn(question, final)  # what a reopened chat and `rag feedback` read
     await message.send()
     for card in cards:  # one by one: Message.send sends its elements concurrently, in any order
         await card.send(for_id=message.id)
@@ -357,3 +456,17 @@ def full_articles_line(views: list[rag.SourceView]) -> str:
 def full_articles(index: rag.Index, views: list[rag.SourceView]) -> list[cl.Text]:
     return [cl.Text(name=link(view.n), content=source_article(view, index.document(view.doc_id).text),
                     display="side") for view in views]
+
+
+# ----------------------------------------------------------------------------- reopening a saved chat
+
+if SAVED_CHATS:
+    @cl.on_chat_resume
+    async def on_chat_resume(thread: dict) -> None:
+        # Chainlit restored the chat's settings from the thread; on_chat_start sends the settings
+        # panel again (with its defaults), so they are put back after it.
+        restored = dict(cl.context.session.chat_settings or {})
+        await on_chat_start()
+        if restored:
+            cl.context.session.chat_settings = restored
+        cl.user_session.set("history", saved.conversation(thread.get("steps") or []))

@@ -108,6 +108,45 @@ class Credentials:
         return name_ok and password_ok
 
 
+@dataclass(frozen=True)
+class Accounts:
+    """The accounts that may use the chat: RAG_CHAT_USERNAME's (see `Credentials`) and those of
+    RAG_CHAT_USERS, `name:hash` entries (hashes from `rag chat-password`) separated by `;` or
+    new lines. Each account sees only its own saved chats."""
+
+    accounts: tuple[Credentials, ...]
+
+    def __post_init__(self) -> None:
+        names = [_utf8(a.username) for a in self.accounts]
+        if len(set(names)) != len(names):
+            raise ConfigError("a chat user name is given twice (RAG_CHAT_USERNAME, RAG_CHAT_USERS): keep one of each")
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Accounts | None:
+        """None when no account is configured (login is off)."""
+        environ = os.environ if environ is None else environ
+        accounts = [single] if (single := Credentials.from_env(environ)) is not None else []
+        marker = f":{_SCHEME}:"
+        for entry in environ.get("RAG_CHAT_USERS", "").replace("\n", ";").split(";"):
+            if not entry.strip():
+                continue
+            name, found, rest = entry.strip().partition(marker)
+            if not found or not name:
+                raise ConfigError(f"RAG_CHAT_USERS has the entry {entry.strip()[:40]!r}, not name:hash: "
+                                  "write name:scrypt:… (the hash from `rag chat-password`), entries separated by ;")
+            accounts.append(Credentials(username=name, password_hash=_SCHEME + ":" + rest))
+        return cls(tuple(accounts)) if accounts else None
+
+    def check(self, username: str, password: str) -> str | None:
+        """The name of the account these credentials open, or None. Every account is checked,
+        so the time taken does not tell which names exist."""
+        matched = None
+        for account in self.accounts:
+            if account.check(username, password):
+                matched = account.username
+        return matched
+
+
 class LoginThrottle:
     """Refuses logins for a while after repeated failures.
 

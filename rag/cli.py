@@ -81,6 +81,18 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("chat-password", help="make a salted hash for RAG_CHAT_PASSWORD_HASH (chat login)")
     p.add_argument("--stdin", action="store_true",
                    help="read the password from standard input instead of asking for it")
+
+    p = sub.add_parser("feedback", help="the ratings given to the chat's answers")
+    feedback = p.add_subparsers(dest="feedback_command", required=True, metavar="ACTION")
+    p = feedback.add_parser(
+        "export", help="every rated answer: question, answer, citations, rating, comment (JSONL)",
+        description="Reads the chat's saved chats (<RAG_HOME>/chat.sqlite3). --json or --out: one JSON "
+                    "object per rated answer and line; otherwise a short summary.")
+    p.add_argument("--out", metavar="FILE", type=Path, help="write the JSONL records to FILE")
+    p.add_argument("--database", metavar="FILE", type=Path,
+                   help="the chat history file (default: chat.sqlite3 in RAG_HOME)")
+    p.add_argument("--settings", metavar="FILE", help="TOML settings file (env RAG_SETTINGS)")
+    p.add_argument("--json", action="store_true", help="the JSONL records on stdout")
     return parser
 
 
@@ -93,8 +105,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"error: {exc}", file=sys.stderr)
             return 1
     try:
-        settings = Settings.load(args.settings, index_dir=args.index,
-                                 embedding_model=args.embedding_model)
+        settings = Settings.load(args.settings, index_dir=getattr(args, "index", None),
+                                 embedding_model=getattr(args, "embedding_model", None))
         return COMMANDS[args.command](args, settings)
     except RagError as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -289,12 +301,35 @@ def cmd_chat_password(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_feedback(args: argparse.Namespace, settings: Settings) -> int:
+    from .history import database_path, feedback_records
+
+    records = feedback_records(args.database or database_path(settings.home))
+    lines = "".join(json.dumps(r.to_dict(), ensure_ascii=False) + "\n" for r in records)
+    if args.out is not None:
+        try:
+            args.out.write_text(lines, encoding="utf-8")
+        except OSError as exc:
+            raise RagError(f"cannot write {args.out} ({exc.strerror}): choose another --out") from None
+    if args.json:
+        print(lines, end="")
+    elif args.out is None:
+        for r in records:
+            comment = f" — {' '.join(r.comment.split())}" if r.comment else ""
+            print(f"{'+' if r.rating == 'up' else '-'} {r.rated_at or ''}  {' '.join(r.question.split())}{comment}")
+    up = sum(r.rating == "up" for r in records)
+    summary = f"{len(records)} rated answers: {up} up, {len(records) - up} down"
+    print(summary + (f"; written to {args.out}" if args.out is not None else ""),
+          file=sys.stderr if args.json or args.out is not None else sys.stdout)
+    return 0
+
+
 def _print_json(data: Any) -> None:
     print(json.dumps(data, ensure_ascii=False, indent=2, default=str))
 
 
 COMMANDS = {"index": cmd_index, "search": cmd_search, "ask": cmd_ask, "eval": cmd_eval, "info": cmd_info,
-            "docs": cmd_docs, "remove": cmd_remove}
+            "docs": cmd_docs, "remove": cmd_remove, "feedback": cmd_feedback}
 
 
 if __name__ == "__main__":

@@ -87,6 +87,9 @@ class Settings:
     llm_context_tokens: int = _setting(
         6000, "Token budget (o200k_base) for the passages put into an LLM prompt.")
     max_upload_mb: float = _setting(20.0, "Largest file accepted by the chat's upload, in MB.")
+    chat_history: bool = _setting(
+        True, "Save the chat's conversations, source cards and feedback under home (chat.sqlite3, "
+        "chat-files/) and list them in its sidebar; off: nothing is kept after a chat is closed.")
     max_document_mb: float = _setting(
         50.0, "Largest file `rag index` reads, in MB: bigger files are skipped with a notice "
         "before they are read.")

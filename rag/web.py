@@ -159,3 +159,28 @@ async def _json_response(send: Send, status: int, data: dict, extra: list[tuple[
                 "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
                             *extra]})
     await send({"type": "http.response.body", "body": body})
+
+
+LOOPBACK = frozenset({"127.0.0.1", "::1", "::ffff:127.0.0.1"})
+
+
+class LocalOnly:
+    """Answers HTTP 403 to requests for `path` that do not come from this machine.
+
+    Without login, the chat's saved chats belong to one local user, whom Chainlit's header login
+    (`POST /auth/header`) identifies: only a browser on the machine itself may log in that way.
+    The address is the connection's (uvicorn replaces it with X-Forwarded-For only for a proxy on
+    127.0.0.1), so a reverse proxy on the same machine that does not set X-Forwarded-For makes
+    every client local: configure a password login behind one."""
+
+    def __init__(self, app: ASGIApp, path: str, message: str) -> None:
+        self.app = app
+        self.path = path
+        self.message = message
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["path"] == self.path:
+            client = scope.get("client")
+            if not client or client[0] not in LOOPBACK:
+                return await _json_response(send, 403, {"detail": self.message})
+        await self.app(scope, receive, send)

@@ -8,7 +8,7 @@ import unicodedata
 
 import pytest
 
-from rag.auth import Credentials, LoginThrottle, hash_password, verify_password
+from rag.auth import Accounts, Credentials, LoginThrottle, hash_password, verify_password
 from rag.errors import ConfigError
 
 from .conftest import ROOT
@@ -100,3 +100,25 @@ def test_one_client_guessing_many_names_is_held_up_too():
         assert throttle.retry_after("10.0.0.9", f"user{n}") == 0
         throttle.failed("10.0.0.9", f"user{n}")
     assert throttle.retry_after("10.0.0.9", "someone-new") > 0
+
+
+def test_several_accounts_each_open_with_their_own_password():
+    users = f"{ARABIC_NAME}:{hash_password('first secret')};\nbob:{hash_password('second secret')}"
+    accounts = Accounts.from_env({"RAG_CHAT_USERNAME": "admin", "RAG_CHAT_PASSWORD": "third secret",
+                                  "RAG_CHAT_USERS": users})
+    assert [a.username for a in accounts.accounts] == ["admin", ARABIC_NAME, "bob"]
+    assert accounts.check(ARABIC_NAME, "first secret") == ARABIC_NAME
+    assert accounts.check("bob", "second secret") == "bob"
+    assert accounts.check("admin", "third secret") == "admin"
+    assert accounts.check("bob", "first secret") is None
+    assert Accounts.from_env({}) is None
+
+
+@pytest.mark.parametrize(("users", "message"), [
+    ("bob", "not name:hash"),
+    ("bob:plain-password", "not name:hash"),
+    (f"bob:{hash_password('x')};bob:{hash_password('y')}", "given twice"),
+])
+def test_unusable_user_lists_fail_at_start_with_the_fix(users, message):
+    with pytest.raises(ConfigError, match=message):
+        Accounts.from_env({"RAG_CHAT_USERS": users})

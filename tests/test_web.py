@@ -10,7 +10,7 @@ import hashlib
 import urllib.parse
 
 from rag.auth import LoginThrottle
-from rag.web import LoginGuard, SecurityHeaders, content_security_policy, form_field, inline_script_hashes
+from rag.web import LocalOnly, LoginGuard, SecurityHeaders, content_security_policy, form_field, inline_script_hashes
 
 PAGE = """<html><head><script>
       const global = globalThis;
@@ -129,3 +129,17 @@ def test_inline_scripts_are_allowed_by_their_exact_hash():
                 for text in ("\n      const global = globalThis;\n    ", 'window.theme = {"a": 1};')]
     assert inline_script_hashes(PAGE) == [f"'sha256-{h}'" for h in expected]
     assert all(f"'sha256-{h}'" in content_security_policy(PAGE) for h in expected)
+
+
+def test_the_local_login_is_refused_to_other_machines_and_other_paths_pass():
+    async def chainlit(scope, receive, send):
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"logged in"})
+
+    app = LocalOnly(chainlit, path="/auth/header", message="open it on the server's own machine")
+    for local in ("127.0.0.1", "::1"):
+        assert call(app, "POST", "/auth/header", client=(local, 5000))[::2] == (200, b"logged in")
+    status, _, body = call(app, "POST", "/auth/header", client=("192.168.1.20", 5000))
+    assert status == 403 and b"server's own machine" in body
+    assert call(app, "POST", "/auth/header", client=None)[0] == 403  # no address known: not local
+    assert call(app, "GET", "/", client=("192.168.1.20", 5000))[0] == 200
