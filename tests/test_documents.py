@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from rag.documents import decode_bytes, headline, html_text, load_paths, normalize_text
+from rag.documents import Metadata, decode_bytes, headline, html_text, load_paths, normalize_text
 from rag.errors import DocumentError
 
 from .conftest import SEEDS
@@ -76,8 +76,8 @@ def test_html_in_windows_1256_with_meta_charset(tmp_path):
 
 
 def test_html_text_function_separates_blocks():
-    text, title = html_text("<div>one</div><div>two</div><br>three")
-    assert text.split() == ["one", "two", "three"] and title is None
+    text, meta = html_text("<div>one</div><div>two</div><br>three")
+    assert text.split() == ["one", "two", "three"] and meta == Metadata()
 
 
 def _minimal_pdf(line: str) -> bytes:
