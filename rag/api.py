@@ -174,7 +174,8 @@ class Index:
                 **options: Any) -> AsyncAnswerStream:
         """`stream` for event loops: `async for piece in index.astream(…)`, then
         `await stream.answer()`. The work runs in a worker thread. Takes the options of `stream`
-        (k, model, since, until, sources …); bad filters raise here, not in the loop."""
+        (k, model, since, until, sources …): a bad filter value raises here, filters that match
+        no document raise their FilterError from the stream."""
         from .answer import AsyncAnswerStream
 
         parse_filters(options.get("since"), options.get("until"), options.get("sources"))

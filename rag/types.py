@@ -265,8 +265,9 @@ class Filters:
 
     def describe(self) -> str:
         """The filter in words: `since 2024-01-01, until 2024-06-30, source 'BBC' or 'news/'`."""
-        parts = [f"since {self.since.isoformat()}"] * (self.since is not None)
-        parts += [f"until {self.until.isoformat()}"] * (self.until is not None)
+        parts = [f"since {self.since.isoformat()}"] if self.since is not None else []
+        if self.until is not None:
+            parts.append(f"until {self.until.isoformat()}")
         if self.sources:
             parts.append("source " + " or ".join(repr(s) for s in self.sources))
         return ", ".join(parts)
