@@ -220,6 +220,9 @@ async def on_chat_start() -> None:
         TextInput(id="model", label="LLM model (litellm string)", initial=settings.llm_model or "",
                   placeholder="openai/gpt-4o-mini · ollama/qwen2.5 · anthropic/…"),
         Slider(id="k", label="Passages", initial=settings.k, min=1, max=10, step=1),
+        TextInput(id="since", label="Published since (YYYY-MM-DD; undated articles are left out)", initial=""),
+        TextInput(id="until", label="Published until (YYYY-MM-DD; undated articles are left out)", initial=""),
+        TextInput(id="sources", label="Sources: outlets or document ids, separated by commas", initial=""),
     ]).send()
     cl.user_session.set("history", [])
     index_future()
@@ -282,7 +285,8 @@ LISTED_DOCUMENTS = 200  # a longer library is listed by `rag docs`
 async def list_documents(index: rag.Index) -> None:
     documents = await cl.make_async(index.documents)()
     lines = [escape(f"{len(documents)} articles in the index. Remove an uploaded one with /remove ID:")]
-    lines += [escape(f"{d.doc_id} · {d.title} · {d.chunks} passages" + (" · uploaded" if d.uploaded else ""))
+    lines += [escape(" · ".join([d.doc_id, d.title, *filter(None, (d.outlet, (d.date or "")[:10]))])
+                     + f" · {d.chunks} passages" + (" · uploaded" if d.uploaded else ""))
               for d in documents[:LISTED_DOCUMENTS]]
     if len(documents) > LISTED_DOCUMENTS:
         lines.append(escape(f"… and {len(documents) - LISTED_DOCUMENTS} more: `rag docs` lists them all."))
@@ -315,7 +319,8 @@ async def answer(index: rag.Index, question: str) -> None:
     message = cl.Message(content="")
     escaped = MarkdownStream()  # escaped pieces add up to escape(the streamed text)
     stream = index.astream(question, history, k=int(chosen.get("k") or index.settings.k), model=model,
-                           llm_options=llm_options)
+                           llm_options=llm_options, since=chosen.get("since") or None,
+                           until=chosen.get("until") or None, sources=chosen.get("sources") or None)
     async for piece in stream:
         await message.stream_token(escaped.feed(piece))
     await message.stream_token(escaped.close())
