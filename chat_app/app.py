@@ -326,6 +326,9 @@ async def on_chat_start() -> None:
         TextInput(id="model", label=say("settings.model"), initial=settings.llm_model or "",
                   placeholder="openai/gpt-4o-mini · ollama/qwen2.5 · anthropic/…"),
         Slider(id="k", label=say("settings.k"), initial=settings.k, min=1, max=10, step=1),
+        TextInput(id="since", label=say("settings.since"), initial=""),
+        TextInput(id="until", label=say("settings.until"), initial=""),
+        TextInput(id="sources", label=say("settings.sources"), initial=""),
     ]).send()
     cl.user_session.set("history", [])
     index_future()
@@ -382,7 +385,8 @@ LISTED_DOCUMENTS = 200  # a longer library is listed by `rag docs`
 async def list_documents(index: rag.Index) -> None:
     documents = await cl.make_async(index.documents)()
     lines = [escape(say("docs.header", count=len(documents)))]
-    lines += [escape(say("docs.line", doc_id=d.doc_id, title=d.title, chunks=d.chunks)
+    lines += [escape(say("docs.line", doc_id=d.doc_id, chunks=d.chunks,
+                         title=" · ".join([d.title, *filter(None, (d.outlet, (d.date or "")[:10]))]))
                      + (say("docs.uploaded") if d.uploaded else ""))
               for d in documents[:LISTED_DOCUMENTS]]
     if len(documents) > LISTED_DOCUMENTS:
@@ -415,7 +419,8 @@ async def answer(index: rag.Index, question: str) -> None:
     message = cl.Message(content="")
     escaped = MarkdownStream()  # escaped pieces add up to escape(the streamed text)
     stream = index.astream(question, history, k=int(chosen.get("k") or index.settings.k), model=model,
-                           llm_options=llm_options)
+                           llm_options=llm_options, since=chosen.get("since") or None,
+                           until=chosen.get("until") or None, sources=chosen.get("sources") or None)
     async for piece in stream:
         await message.stream_token(escaped.feed(piece))
     await message.stream_token(escaped.close())

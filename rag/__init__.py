@@ -10,7 +10,16 @@
 from .answer import AnswerStream, AsyncAnswerStream
 from .api import Index, ask, open, search, stream, update
 from .config import Settings
-from .errors import ConfigError, DocumentError, IndexNotFoundError, LLMError, ModelError, RagError, StoreError
+from .errors import (
+    ConfigError,
+    DocumentError,
+    FilterError,
+    IndexNotFoundError,
+    LLMError,
+    ModelError,
+    RagError,
+    StoreError,
+)
 from .types import (
     Answer,
     Chunk,
@@ -18,6 +27,7 @@ from .types import (
     Counts,
     Document,
     Fact,
+    Filters,
     IndexedDocument,
     Passage,
     RemovalReport,
@@ -28,7 +38,7 @@ from .uploads import Rejected, UploadResult
 
 __all__ = [
     "Answer", "AnswerStream", "AsyncAnswerStream", "Chunk", "Citation", "ConfigError", "Counts", "Document",
-    "DocumentError", "Fact", "Index", "IndexNotFoundError", "IndexedDocument", "LLMError", "ModelError", "Passage",
-    "RagError", "Rejected", "RemovalReport", "Settings", "SourceView", "StoreError", "UpdateReport", "UploadResult",
-    "ask", "open", "search", "stream", "update",
+    "DocumentError", "Fact", "FilterError", "Filters", "Index", "IndexNotFoundError", "IndexedDocument", "LLMError",
+    "ModelError", "Passage", "RagError", "Rejected", "RemovalReport", "Settings", "SourceView", "StoreError",
+    "UpdateReport", "UploadResult", "ask", "open", "search", "stream", "update",
 ]

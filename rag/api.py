@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Sequence
+from datetime import date
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .config import Settings
 from .embeddings import Embedder, resolve_device
 from .errors import ConfigError, DocumentError
+from .filters import parse_filters
 from .indexing import remove_documents, update_index
 from .reader import WEIGHTS, Reader
 from .retrieval import MODES, Retriever
@@ -125,21 +127,34 @@ class Index:
         and index them; the others come back with the reason they were refused."""
         return add_uploads(self, files, max_bytes=int(self.settings.max_upload_mb * 1e6), notify=notify)
 
-    def search(self, query: str, k: int | None = None, mode: str | None = None) -> list[Passage]:
+    def search(self, query: str, k: int | None = None, mode: str | None = None, *,
+               since: str | date | None = None, until: str | date | None = None,
+               sources: str | Sequence[str] | None = None) -> list[Passage]:
+        """The k best passages. since/until ("YYYY-MM-DD" or a date, inclusive) keep documents
+        published in that range — documents without a date are left out; sources keep documents
+        whose outlet (any case) or id is one of them, or whose id begins with one as a folder or
+        file ("news/", "feed.jsonl"); commas separate several. A bad value, or filters that match
+        no document, is a FilterError that says so."""
         mode = mode or self.settings.search_mode
         if mode not in MODES:
             raise ConfigError(f"unknown search mode {mode!r}: use one of {', '.join(MODES)}")
-        return Retriever(self.store, self.embedder).search(query, k or self.settings.k, mode)
+        return self._retriever(since, until, sources).search(query, k or self.settings.k, mode)
+
+    def _retriever(self, since: str | date | None, until: str | date | None,
+                   sources: str | Sequence[str] | None) -> Retriever:
+        return Retriever(self.store, self.embedder, parse_filters(since, until, sources))
 
     def stream(self, question: str, history: Sequence[dict[str, str]] | None = None, *,
                k: int | None = None, model: str | None = None,
-               llm_options: dict[str, Any] | None = None) -> AnswerStream:
+               llm_options: dict[str, Any] | None = None, since: str | date | None = None,
+               until: str | date | None = None, sources: str | Sequence[str] | None = None) -> AnswerStream:
         """Start answering: iterate the result for the text as it is produced, then call its
         `.answer()` for the final, verified `Answer`.
 
         model: a litellm model string, "extractive" for the offline answerer, or None for the
         settings' llm_model (offline extractive when unset). history: earlier turns as
-        {"role": "user" | "assistant", "content": …} dicts. llm_options go to litellm as is."""
+        {"role": "user" | "assistant", "content": …} dicts. llm_options go to litellm as is.
+        since, until, sources: which articles the answer may use, as for `search`."""
         from .answer import REFUSAL_THRESHOLD, stream_answer
         from .llm import LLM
 
@@ -151,8 +166,9 @@ class Index:
         elif self.reader is not None and not self.reader.loaded:
             # the reader loads beside the embedding model rather than after it (a cold `rag ask`)
             threading.Thread(target=self.reader.load, name="rag-reader-load", daemon=True).start()
+        retriever = self._retriever(since, until, sources)  # a bad filter fails here, before streaming
         return stream_answer(
-            question, retriever=Retriever(self.store, self.embedder), reader=self.reader,
+            question, retriever=retriever, reader=self.reader,
             k=k or self.settings.k, llm=llm,
             history=history, context_tokens=self.settings.llm_context_tokens,
             refusal_threshold=(REFUSAL_THRESHOLD if self.settings.refusal_threshold is None
@@ -160,16 +176,21 @@ class Index:
 
     def ask(self, question: str, history: Sequence[dict[str, str]] | None = None, *,
             k: int | None = None, model: str | None = None,
-            llm_options: dict[str, Any] | None = None) -> Answer:
+            llm_options: dict[str, Any] | None = None, since: str | date | None = None,
+            until: str | date | None = None, sources: str | Sequence[str] | None = None) -> Answer:
         """Answer a question with verified citations (see `stream`)."""
-        return self.stream(question, history, k=k, model=model, llm_options=llm_options).answer()
+        return self.stream(question, history, k=k, model=model, llm_options=llm_options,
+                           since=since, until=until, sources=sources).answer()
 
     def astream(self, question: str, history: Sequence[dict[str, str]] | None = None,
                 **options: Any) -> AsyncAnswerStream:
         """`stream` for event loops: `async for piece in index.astream(…)`, then
-        `await stream.answer()`. The work runs in a worker thread."""
+        `await stream.answer()`. The work runs in a worker thread. Takes the options of `stream`
+        (k, model, since, until, sources …): a bad filter value raises here, filters that match
+        no document raise their FilterError from the stream."""
         from .answer import AsyncAnswerStream
 
+        parse_filters(options.get("since"), options.get("until"), options.get("sources"))
         return AsyncAnswerStream(lambda: self.stream(question, history, **options))
 
     def close(self) -> None:
@@ -212,20 +233,21 @@ def update(paths: Sequence[str | Path] | None = None, index_dir: str | Path | No
 
 
 def search(query: str, k: int | None = None, index_dir: str | Path | None = None,
-           settings: Settings | None = None, mode: str | None = None) -> list[Passage]:
-    return _shared_index(index_dir, settings).search(query, k=k, mode=mode)
+           settings: Settings | None = None, mode: str | None = None, **filters: Any) -> list[Passage]:
+    """`Index.search` on the shared index; filters: since, until, sources."""
+    return _shared_index(index_dir, settings).search(query, k=k, mode=mode, **filters)
 
 
 def ask(question: str, history: Sequence[dict[str, str]] | None = None, *, k: int | None = None,
         model: str | None = None, index_dir: str | Path | None = None,
-        settings: Settings | None = None, llm_options: dict[str, Any] | None = None) -> Answer:
+        settings: Settings | None = None, llm_options: dict[str, Any] | None = None, **filters: Any) -> Answer:
     return _shared_index(index_dir, settings).ask(question, history, k=k, model=model,
-                                                  llm_options=llm_options)
+                                                  llm_options=llm_options, **filters)
 
 
 def stream(question: str, history: Sequence[dict[str, str]] | None = None, *, k: int | None = None,
            model: str | None = None, index_dir: str | Path | None = None,
-           settings: Settings | None = None, llm_options: dict[str, Any] | None = None
+           settings: Settings | None = None, llm_options: dict[str, Any] | None = None, **filters: Any
            ) -> AnswerStream:
     return _shared_index(index_dir, settings).stream(question, history, k=k, model=model,
-                                                     llm_options=llm_options)
+                                                     llm_options=llm_options, **filters)

@@ -12,7 +12,8 @@ from typing import Any
 
 from .api import Index
 from .config import Settings
-from .errors import RagError
+from .errors import FilterError, RagError
+from .filters import parse_date
 from .store import Store
 from .types import IndexedDocument, Passage, RemovalReport, UpdateReport
 
@@ -23,6 +24,24 @@ def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--embedding-model", metavar="NAME",
                         help="sentence-transformers model name or path (env RAG_EMBEDDING_MODEL)")
     parser.add_argument("--json", action="store_true", help="machine-readable output on stdout")
+
+
+def _date(value: str) -> str:
+    try:
+        parse_date(value)
+    except FilterError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return value
+
+
+def _filters(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--since", metavar="YYYY-MM-DD", type=_date,
+                        help="only articles published on or after this date (articles without a date are left out)")
+    parser.add_argument("--until", metavar="YYYY-MM-DD", type=_date,
+                        help="only articles published on or before this date (articles without a date are left out)")
+    parser.add_argument("--source", metavar="OUTLET", action="append", dest="sources",
+                        help="only articles from this outlet (any case), or with this document id or id "
+                             "prefix (a folder: news/, a file: feed.jsonl); repeat it or separate with commas")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -42,6 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("query", metavar="QUESTION")
     p.add_argument("--k", type=int, default=None, help="number of passages (default 5)")
     p.add_argument("--mode", choices=["hybrid", "dense", "bm25"], default=None)
+    _filters(p)
     _common(p)
 
     p = sub.add_parser("ask", help="answer a question with verified quotes from the articles")
@@ -49,6 +69,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", default=None,
                    help="litellm model string, or 'extractive' (default: settings' llm_model, else extractive)")
     p.add_argument("--k", type=int, default=None, help="passages to retrieve (default 5)")
+    _filters(p)
     _common(p)
 
     p = sub.add_parser("eval", help="measure retrieval on a SQuAD-format or JSONL question set")
@@ -70,7 +91,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also compare every file with its checksum (reads the whole index)")
     _common(p)
 
-    p = sub.add_parser("docs", help="list the indexed documents: id, title, file, chunks, characters")
+    p = sub.add_parser("docs", help="list the indexed documents: id, title, outlet, date, URL, file, chunks")
     _common(p)
 
     p = sub.add_parser("remove", help="take documents out of the index (uploaded files are deleted too)")
@@ -150,7 +171,8 @@ def _describe_report(report: UpdateReport) -> str:
 
 
 def cmd_search(args: argparse.Namespace, settings: Settings) -> int:
-    passages = Index(settings).search(args.query, k=args.k, mode=args.mode)
+    passages = Index(settings).search(args.query, k=args.k, mode=args.mode, since=args.since, until=args.until,
+                                      sources=args.sources)
     if args.json:
         _print_json([p.to_dict() for p in passages])
         return 0
@@ -163,15 +185,23 @@ def cmd_search(args: argparse.Namespace, settings: Settings) -> int:
 
 def _format_passage(rank: int, p: Passage) -> str:
     text = " ".join(p.text.split())
-    return f"{rank}. [{p.score:.3f}] {p.title}  ({p.doc_id} {p.start}–{p.end})\n   {text}\n"
+    origin = _origin(p.outlet, p.date, p.url)
+    return (f"{rank}. [{p.score:.3f}] {p.title}  ({p.doc_id} {p.start}–{p.end})\n"
+            + (f"   {origin}\n" if origin else "") + f"   {text}\n")
+
+
+def _origin(outlet: str | None, date: str | None, url: str | None) -> str:
+    """outlet · date · URL, as far as the article states them."""
+    return " · ".join(value for value in (outlet, (date or "")[:10], url) if value)
 
 
 def cmd_ask(args: argparse.Namespace, settings: Settings) -> int:
     index = Index(settings)
+    filters = {"since": args.since, "until": args.until, "sources": args.sources}
     if args.json:
-        _print_json(index.ask(args.question, k=args.k, model=args.model).to_dict())
+        _print_json(index.ask(args.question, k=args.k, model=args.model, **filters).to_dict())
         return 0
-    stream = index.stream(args.question, k=args.k, model=args.model)
+    stream = index.stream(args.question, k=args.k, model=args.model, **filters)
     streamed = []
     for piece in stream:
         streamed.append(piece)
@@ -188,7 +218,10 @@ def cmd_ask(args: argparse.Namespace, settings: Settings) -> int:
     if answer.citations:
         print("\nSources:")
         for c in answer.citations:
-            print(f"[{c.n}] {c.title} ({c.doc_id}, characters {c.start}–{c.end})\n    «{c.quote}»")
+            passage = answer.passages[c.n - 1]
+            origin = _origin(passage.outlet, passage.date, passage.url)
+            print(f"[{c.n}] {c.title} ({c.doc_id}, characters {c.start}–{c.end})"
+                  + (f"\n    {origin}" if origin else "") + f"\n    «{c.quote}»")
     return 0
 
 
@@ -258,9 +291,9 @@ def cmd_docs(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _format_document(d: IndexedDocument) -> str:
-    known = [value for value in (d.date, d.url) if value]
-    return (f"{d.doc_id}  {d.title}\n    {d.chunks} chunks, {d.characters} characters"
-            + "".join(f", {value}" for value in known)
+    origin = _origin(d.outlet, d.date, d.url)
+    return (f"{d.doc_id}  {d.title}\n" + (f"    {origin}\n" if origin else "")
+            + f"    {d.chunks} chunks, {d.characters} characters"
             + f"{', uploaded' if d.uploaded else ''}  {d.source_path}")
 
 

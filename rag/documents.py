@@ -1,9 +1,14 @@
 """Files → Documents: formats, encodings, normalized text, titles, ids and content hashes.
 
 Supported: .txt .md .html/.htm (visible text) .pdf (text layer) .jsonl/.json (news records with
-`text` and optional `title`, `url`, `date`, `id`). Text is decoded from UTF-8 (with or without
-BOM), UTF-16 or legacy encodings such as Windows-1256, then normalized once; offsets everywhere
-refer to that stored text.
+`text` and optional `title`, `outlet`, `url`, `date`, `id`). Text is decoded from UTF-8 (with or
+without BOM), UTF-16 or legacy encodings such as Windows-1256, then normalized once; offsets
+everywhere refer to that stored text.
+
+Article metadata — title, outlet (the site or publication), publication date, URL — comes only
+from what a file states: a record's fields under their common names (`RECORD_FIELDS`) or an HTML
+page's `<meta>` tags (`META_TAGS`, `<link rel=canonical>`). Dates are normalized to ISO 8601
+(`YYYY-MM-DD`, or the full date and time when one is given); a value that is no date is dropped.
 
 A file that cannot be read — any parser failure, too deep, too large — becomes one `Skipped`
 line naming it (and the record's line for .jsonl); everything else is still loaded. Files
@@ -14,6 +19,7 @@ reported, so an unchanged bad file is not reported again on every run.
 from __future__ import annotations
 
 import codecs
+import datetime as dt
 import hashlib
 import itertools
 import json
@@ -22,6 +28,7 @@ import re
 import unicodedata
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
+from email.utils import parsedate_to_datetime
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -177,8 +184,8 @@ def _load_file(path: Path, rel: str, result: LoadResult, max_bytes: int | None =
         elif suffix in RECORD_SUFFIXES:
             docs = _records(path, rel, decode_bytes(path.read_bytes(), path), result)
         elif suffix in HTML_SUFFIXES:
-            text, title = html_text(decode_bytes(path.read_bytes(), path, html=True))
-            docs = [_document(rel, str(path), text, title=title, fallback_title=path.stem)]
+            text, meta = html_text(decode_bytes(path.read_bytes(), path, html=True))
+            docs = [_document(rel, str(path), text, fallback_title=path.stem, meta=meta)]
         else:
             docs = [_document(rel, str(path), decode_bytes(path.read_bytes(), path), fallback_title=path.stem)]
     except DocumentError as exc:
@@ -386,16 +393,18 @@ def lead_title(text: str) -> str | None:
     return cut.rstrip(" .،,؛:-–—") + "…"
 
 
-def content_hash(title: str, text: str, url: str | None, date: str | None) -> str:
-    """sha256 of `json.dumps([title, text, url, date], ensure_ascii=False)` in UTF-8, computed
-    piece by piece: JSON escapes each character on its own, so the text is encoded a slice at a
-    time instead of as one more full copy."""
+def content_hash(title: str, text: str, url: str | None, date: str | None, outlet: str | None = None) -> str:
+    """sha256 of `json.dumps([title, text, url, date], ensure_ascii=False)` in UTF-8 (with
+    `outlet` as a fifth item when there is one, so documents without one keep the hash they had
+    before outlets were read), computed piece by piece: JSON escapes each character on its own,
+    so the text is encoded a slice at a time instead of as one more full copy."""
     digest = hashlib.sha256()
     digest.update(f"[{json.dumps(title, ensure_ascii=False)}, \"".encode())
     for start in range(0, len(text), _HASH_SLICE):
         digest.update(json.dumps(text[start:start + _HASH_SLICE], ensure_ascii=False)[1:-1]
                       .encode("utf-8"))
-    digest.update(f"\", {json.dumps(url, ensure_ascii=False)}, {json.dumps(date, ensure_ascii=False)}]".encode())
+    tail = [url, date] + ([outlet] if outlet is not None else [])
+    digest.update(("\", " + json.dumps(tail, ensure_ascii=False)[1:]).encode())
     return digest.hexdigest()
 
 
@@ -403,14 +412,15 @@ _HASH_SLICE = 1 << 20
 
 
 def _document(doc_id: str, source: str, raw_text: str, *, title: str | None = None,
-              fallback_title: str, url: str | None = None, date: str | None = None) -> Document:
+              fallback_title: str, meta: Metadata | None = None) -> Document:
+    meta = meta or Metadata()
     text = normalize_text(raw_text)
-    title = normalize_text(title) if title else None
+    title = normalize_text(title or meta.title or "") or None
     if not title:
         title = headline(text) or lead_title(text) or fallback_title
     return Document(doc_id=doc_id, title=title, text=text,
-                    sha256=content_hash(title, text, url, date), source_path=source,
-                    url=url, date=date)
+                    sha256=content_hash(title, text, meta.url, meta.date, meta.outlet), source_path=source,
+                    url=meta.url, date=meta.date, outlet=meta.outlet)
 
 
 # ----------------------------------------------------------------------------- formats
@@ -444,11 +454,113 @@ def _records(path: Path, rel: str, raw: str, result: LoadResult) -> list[Documen
             continue
         record_id = record.get("id")
         doc_id = _opt_str(record_id) or f"{rel}#{number}"
-        title = record.get("title") if isinstance(record.get("title"), str) else None
-        docs.append(_document(doc_id, where, record["text"], title=title,
-                              fallback_title=doc_id, url=_opt_str(record.get("url")),
-                              date=_opt_str(record.get("date"))))
+        docs.append(_document(doc_id, where, record["text"], fallback_title=doc_id,
+                              meta=record_metadata(record)))
     return docs
+
+
+# ----------------------------------------------------------------------------- metadata
+
+@dataclass(frozen=True)
+class Metadata:
+    """What a file states about its article; None where it states nothing usable."""
+
+    title: str | None = None
+    outlet: str | None = None
+    date: str | None = None  # ISO 8601: YYYY-MM-DD, or YYYY-MM-DDTHH:MM[:SS][±HH:MM]
+    url: str | None = None
+
+
+# The first field present with a usable value wins. `source` and `publisher` may also be an
+# object with a `name` (NewsAPI, schema.org).
+RECORD_FIELDS = {
+    "title": ("title", "headline"),
+    "outlet": ("outlet", "source", "site", "site_name", "publisher", "source_name", "newspaper"),
+    "date": ("date", "published", "published_at", "publishedAt", "published_date", "pub_date",
+             "datePublished", "publication_date"),
+    "url": ("url", "link", "canonical_url"),
+}
+# <meta property|name|itemprop=KEY content=…>, compared in lower case.
+META_TAGS = {
+    "title": ("og:title", "citation_title", "dc.title", "twitter:title"),
+    "outlet": ("og:site_name", "citation_journal_title", "citation_publisher", "dc.publisher",
+               "publisher"),
+    "date": ("article:published_time", "citation_publication_date", "citation_date",
+             "citation_online_date", "datepublished", "dc.date.issued", "dc.date", "dcterms.created",
+             "date", "pubdate", "publish-date", "publish_date", "og:published_time", "sailthru.date",
+             "parsely-pub-date"),
+    "url": ("og:url", "citation_public_url"),
+}
+MAX_META_CHARS = 2000  # a longer "title" or "url" is not one
+
+
+def record_metadata(record: dict) -> Metadata:
+    """The metadata of a JSON news record (see RECORD_FIELDS)."""
+    def first(kind: str, parse) -> str | None:
+        for name in RECORD_FIELDS[kind]:
+            value = record.get(name)
+            if isinstance(value, dict):
+                value = value.get("name")
+            if (parsed := parse(value)) is not None:
+                return parsed
+        return None
+
+    return Metadata(title=first("title", _meta_text), outlet=first("outlet", _meta_text),
+                    date=first("date", normalize_date), url=first("url", _meta_text))
+
+
+def _meta_text(value: object) -> str | None:
+    if not isinstance(value, str):
+        return None
+    value = " ".join(_LONE_SURROGATE.sub("\ufffd", unicodedata.normalize("NFC", value)).split())
+    return value if 0 < len(value) <= MAX_META_CHARS else None
+
+
+_ISO_DATE = re.compile(r"(\d{4})-(\d{1,2})-(\d{1,2})(?:[T ](\d{1,2}):(\d{2})(?::(\d{2})(?:[.,]\d+)?)?"
+                       r"\s*(Z|[+-]\d{2}:?\d{2})?)?", re.I)
+_OTHER_DATES = ("%Y/%m/%d", "%Y.%m.%d", "%Y%m%d", "%d %B %Y", "%d %b %Y", "%B %d, %Y", "%b %d, %Y",
+                "%B %d %Y", "%b %d %Y")
+
+
+def normalize_date(value: object) -> str | None:
+    """A publication date as ISO 8601 — `YYYY-MM-DD`, or `YYYY-MM-DDTHH:MM:SS` with its offset
+    when a time is given — or None when `value` is no date (`2024-13-01`, "yesterday", a bare
+    year). Accepts ISO dates and times, RFC 2822 (`Thu, 01 Aug 2024 10:00:00 GMT`), `2024/08/01`,
+    `1 August 2024`, `August 1, 2024`, and Unix times in seconds or milliseconds (JSON numbers)."""
+    if isinstance(value, bool) or value is None:
+        return None
+    if isinstance(value, (int, float)):
+        seconds = value / 1000 if value > 1e11 else value
+        if not 1e8 <= seconds <= 4.2e9:  # 1973 … 2103: anything else is no timestamp
+            return None
+        return dt.datetime.fromtimestamp(seconds, dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    if not isinstance(value, str) or not (value := value.strip()) or len(value) > 64:
+        return None
+    if match := _ISO_DATE.fullmatch(value):
+        year, month, day, hour, minute, second, offset = match.groups()
+        try:
+            day_part = dt.date(int(year), int(month), int(day)).isoformat()
+            if hour is None:
+                return day_part
+            clock = dt.time(int(hour), int(minute), int(second or 0)).isoformat()
+        except ValueError:
+            return None
+        zone = "" if offset is None else "Z" if offset.upper() == "Z" else f"{offset[:3]}:{offset[-2:]}"
+        return f"{day_part}T{clock}{zone}"
+    try:
+        moment = parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        moment = None
+    if moment is not None:
+        zone = "" if moment.tzinfo is None else moment.strftime("%z")
+        zone = "Z" if zone == "+0000" else f"{zone[:3]}:{zone[3:]}" if zone else ""
+        return moment.strftime("%Y-%m-%dT%H:%M:%S") + zone
+    for layout in _OTHER_DATES:
+        try:
+            return dt.datetime.strptime(value, layout).date().isoformat()
+        except ValueError:
+            continue
+    return None
 
 
 def _json_problem(exc: ValueError) -> str:
@@ -491,8 +603,19 @@ class _VisibleText(HTMLParser):
         self.title: list[str] = []
         self.h1: list[str] = []
         self._in: list[str] = []
+        self.meta: dict[str, str] = {}  # lower-cased property/name/itemprop → first content
+        self.canonical: str | None = None
 
     def handle_starttag(self, tag: str, attrs) -> None:
+        if tag == "meta":
+            values = {name.lower(): value for name, value in attrs if value is not None}
+            key = values.get("property") or values.get("name") or values.get("itemprop")
+            if key and "content" in values:
+                self.meta.setdefault(key.strip().lower(), values["content"])
+        elif tag == "link" and self.canonical is None:
+            values = {name.lower(): value for name, value in attrs if value is not None}
+            if "canonical" in values.get("rel", "").lower().split() and values.get("href"):
+                self.canonical = values["href"]
         if tag in self._HIDDEN:
             self.hidden_depth += 1
         if tag in ("title", "h1"):
@@ -518,11 +641,21 @@ class _VisibleText(HTMLParser):
         self.parts.append(data)
 
 
-def html_text(markup: str) -> tuple[str, str | None]:
-    """Visible text of an HTML page (no scripts, styles or tags) and its title."""
+def html_text(markup: str) -> tuple[str, Metadata]:
+    """Visible text of an HTML page (no scripts, styles or tags) and its metadata: the title from
+    og:title and the like, else <title>, else the first <h1>; outlet, date and URL from <meta>
+    tags (META_TAGS) and <link rel=canonical>."""
     parser = _VisibleText()
     parser.feed(markup)
     parser.close()
     text = re.sub(r"[ \t]*\n[ \t\n]*", "\n", "".join(parser.parts))
-    title = " ".join("".join(parser.title).split()) or " ".join("".join(parser.h1).split())
-    return text, title or None
+
+    def first(kind: str, parse) -> str | None:
+        return next((parsed for key in META_TAGS[kind] if key in parser.meta
+                     and (parsed := parse(parser.meta[key])) is not None), None)
+
+    title = (first("title", _meta_text) or _meta_text("".join(parser.title))
+             or _meta_text("".join(parser.h1)))
+    url = first("url", _meta_text) or _meta_text(parser.canonical)
+    return text, Metadata(title=title, outlet=first("outlet", _meta_text), date=first("date", normalize_date),
+                          url=url)

@@ -19,6 +19,10 @@ class DocumentError(RagError):
     """An input path or document cannot be read."""
 
 
+class FilterError(RagError):
+    """A search filter (since, until, source) has an unusable value or matches no document."""
+
+
 class IndexNotFoundError(RagError):
     """There is no index at the given directory."""
 

@@ -87,9 +87,12 @@ def bold(text: str) -> str:
 
 def source_card(view: SourceView) -> str:
     """A passage with its cited words in bold (the chat's style turns them into a highlight),
-    then where it comes from."""
+    then where it comes from: outlet · date · URL when the article states them (the URL as
+    text, never a link), then the document id and offsets."""
     body = "".join(bold(text) if cited else escape(text) for text, cited in view.segments)
-    return f"{body}\n\n_{escape(view.doc_id)} · {view.start}–{view.end}_"
+    origin = " · ".join(escape(value) for value in (view.outlet, (view.date or "")[:10] or None, view.url) if value)
+    where = f"_{escape(view.doc_id)} · {view.start}–{view.end}_"
+    return f"{body}\n\n_{origin}_\n\n{where}" if origin else f"{body}\n\n{where}"
 
 
 def link(n: int) -> str:

@@ -12,6 +12,11 @@ article already chosen pays a penalty, so one long article fills the list only w
 else comes close. Each passage carries `score`: a calibrated probability that it is relevant
 (logistic over the cosine and the passage's lexical coverage), which the answerer uses to
 refuse when the evidence is weak.
+
+`Filters` (dates, outlets, ids) restrict the candidates of both rankings before fusion: FAISS
+searches only the allowed vectors and BM25 hits outside them are dropped, so k passages still
+come back from a selective filter. The calibration's baseline still comes from the whole index,
+so a passage scores the same with or without a filter.
 """
 
 from __future__ import annotations
@@ -25,8 +30,10 @@ import numpy as np
 from .arabic import has_arabic, lexical_tokens
 from .chunking import lexical_terms
 from .embeddings import Embedder
+from .errors import FilterError
+from .filters import no_match
 from .store import Store
-from .types import Passage, Sentence, StoredChunk
+from .types import Filters, Passage, Sentence, StoredChunk
 
 MODES = ("hybrid", "dense", "bm25")
 DENSE_WEIGHT = 0.5
@@ -83,9 +90,22 @@ class _Candidate:
 
 
 class Retriever:
-    def __init__(self, store: Store, embedder: Embedder) -> None:
+    """Searches one generation; with `filters`, only the documents they let through (a
+    FilterError, raised here, explains a filter that lets none through)."""
+
+    def __init__(self, store: Store, embedder: Embedder, filters: Filters | None = None) -> None:
         self.store = store
         self.embedder = embedder
+        self.filters = filters or Filters()
+        self._allowed: np.ndarray | None = None  # chunk ids, sorted; None: every chunk
+        self._allowed_set: set[int] = set()
+        if self.filters:
+            metadata = store.document_metadata()
+            chosen = [doc_id for doc_id, outlet, date in metadata if self.filters.matches(doc_id, outlet, date)]
+            if not chosen:
+                raise FilterError(no_match(self.filters, metadata))
+            self._allowed = store.chunk_ids_of(chosen)
+            self._allowed_set = set(self._allowed.tolist())
 
     def search(self, query: str, k: int = 5, mode: str = "hybrid") -> list[Passage]:
         return self.retrieve(query, k, mode).passages
@@ -104,8 +124,13 @@ class Retriever:
         known = sum(weight for token, weight in idf.items() if frequencies[token] > 0)
         coverage = known / sum(idf.values()) if idf else 0.0
 
-        dense = dict(self.store.dense_search(query_vector, depth)) if mode != "bm25" else {}
+        everywhere = dict(self.store.dense_search(query_vector, depth)) if mode != "bm25" else {}
+        dense = everywhere
         bm25 = self.store.bm25_scores(tokens) if mode != "dense" else {}
+        if self._allowed is not None:
+            if mode != "bm25":
+                dense = dict(self.store.dense_search(query_vector, depth, self._allowed))
+            bm25 = {i: score for i, score in bm25.items() if i in self._allowed_set}
         top_bm25 = dict(sorted(bm25.items(), key=lambda kv: -kv[1])[:depth])
 
         candidate_ids = list(dict.fromkeys([*dense, *top_bm25]))
@@ -121,7 +146,7 @@ class Retriever:
             (_Candidate(rows[i], fused[i], cosines[i], bm25.get(i)) for i in candidate_ids),
             key=lambda c: -c.fused)
         selected = self._select(candidates, k)
-        typical = sorted(cosines.values(), reverse=True)[:BASELINE_DEPTH]
+        typical = sorted({**cosines, **everywhere}.values(), reverse=True)[:BASELINE_DEPTH]
         baseline = sum(typical) / len(typical) if typical else 0.0
         passages = [self._passage(query, group, idf, coverage, baseline) for group in selected]
         return Retrieval(passages, coverage, query_vector, idf, baseline, self.evidence(passages))
@@ -209,5 +234,6 @@ class Retriever:
                        score=round(self.relevance(cosine, cosine - baseline, passage_coverage, query_coverage,
                                                   has_arabic(query) == has_arabic(text)), 4),
                        dense_score=round(cosine, 4), bm25_score=round(max(bm25), 4) if bm25 else None,
-                       coverage=round(passage_coverage, 4))
+                       coverage=round(passage_coverage, 4), outlet=lead.chunk.outlet, date=lead.chunk.date,
+                       url=lead.chunk.url)
 

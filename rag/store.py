@@ -65,7 +65,8 @@ CREATE TABLE IF NOT EXISTS documents (
     sha256 TEXT NOT NULL,
     source_path TEXT NOT NULL,
     url TEXT,
-    date TEXT
+    date TEXT,
+    outlet TEXT
 );
 CREATE TABLE IF NOT EXISTS chunks (
     chunk_id INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -90,6 +91,9 @@ CREATE TABLE IF NOT EXISTS chunk_vectors (
 );
 """
 SENTENCE_DTYPE = np.float16  # sentence vectors only rank sentences inside retrieved passages
+# Columns added to a table after indexes were first written: an older SQLite file gets them
+# (empty) in the next generation built on it, and reading one without them sees NULL.
+ADDED_COLUMNS = {"documents": {"outlet": "TEXT"}}
 
 
 @dataclass(frozen=True)
@@ -281,12 +285,16 @@ class Store:
         self.generation_dir = generation_dir
         self.manifest = read_manifest(generation_dir)
         check_generation(generation_dir, self.manifest, checksums=check)
+        # read on first use, then kept: a generation never changes (a race only reads them twice)
+        self._metadata: list[tuple[str, str | None, str | None]] | None = None
+        self._chunks_by_doc: dict[str, list[int]] | None = None
         db_path = generation_dir / SQLITE
         self._db = sqlite3.connect(f"file:{db_path}?mode=ro&immutable=1", uri=True, check_same_thread=False)
         try:
             tables = {row[0] for row in self._db.execute("SELECT name FROM sqlite_master")}
             if not {"documents", "chunks", "sentences"} <= tables:
                 raise sqlite3.DatabaseError("its tables are missing")
+            self._outlet = "d.outlet" if "outlet" in _columns(self._db, "documents") else "NULL"
             self._vectors = _read_vectors(generation_dir / VECTORS)
             self._bm25, self._bm25_positions = _load_bm25(generation_dir / BM25_DIR)
         except sqlite3.DatabaseError as exc:
@@ -327,11 +335,17 @@ class Store:
     def size(self) -> int:
         return int(self._vectors.ntotal)
 
-    def dense_search(self, query: np.ndarray, k: int) -> list[tuple[int, float]]:
-        if self.size == 0 or k <= 0:
+    def dense_search(self, query: np.ndarray, k: int, allowed: np.ndarray | None = None) -> list[tuple[int, float]]:
+        """The k chunks nearest to `query`, among the `allowed` chunk ids when given."""
+        if self.size == 0 or k <= 0 or (allowed is not None and len(allowed) == 0):
             return []
-        scores, ids = self._vectors.search(np.asarray(query, dtype=np.float32).reshape(1, -1),
-                                           min(k, self.size))
+        query = np.asarray(query, dtype=np.float32).reshape(1, -1)
+        if allowed is None:
+            scores, ids = self._vectors.search(query, min(k, self.size))
+        else:  # exact search over the allowed vectors only, so k come back however few they are
+            selector = faiss.IDSelectorBatch(np.asarray(allowed, dtype=np.int64))
+            scores, ids = self._vectors.search(query, min(k, len(allowed)),
+                                               params=faiss.SearchParameters(sel=selector))
         return [(int(i), float(s)) for i, s in zip(ids[0], scores[0]) if i >= 0]
 
     def dense_scores(self, query: np.ndarray, chunk_ids: Sequence[int]) -> dict[int, float]:
@@ -363,8 +377,8 @@ class Store:
             return {}
         marks = ",".join("?" * len(ids))
         rows = self._db.execute(
-            f'SELECT c.chunk_id, c.doc_id, d.title, c.ordinal, c.start, c."end", c.text '
-            f"FROM chunks c JOIN documents d USING (doc_id) WHERE c.chunk_id IN ({marks})", ids)
+            f'SELECT c.chunk_id, c.doc_id, d.title, c.ordinal, c.start, c."end", c.text, {self._outlet}, '
+            f"d.date, d.url FROM chunks c JOIN documents d USING (doc_id) WHERE c.chunk_id IN ({marks})", ids)
         return {row[0]: StoredChunk(*row) for row in rows}
 
     def sentences_in(self, doc_id: str, start: int, end: int) -> list[tuple[int, int, np.ndarray]]:
@@ -386,9 +400,26 @@ class Store:
 
     def document(self, doc_id: str) -> Document | None:
         row = self._db.execute(
-            "SELECT doc_id, title, text, sha256, source_path, url, date FROM documents "
+            f"SELECT doc_id, title, text, sha256, source_path, url, date, {self._outlet} FROM documents d "
             "WHERE doc_id = ?", (doc_id,)).fetchone()
         return Document(*row) if row else None
+
+    def document_metadata(self) -> list[tuple[str, str | None, str | None]]:
+        """(doc_id, outlet, date) of every document, by id; read once per generation."""
+        if self._metadata is None:
+            self._metadata = self._db.execute(
+                f"SELECT doc_id, {self._outlet}, date FROM documents d ORDER BY doc_id").fetchall()
+        return self._metadata
+
+    def chunk_ids_of(self, doc_ids: Iterable[str]) -> np.ndarray:
+        """The chunk ids of the given documents (vector ids in FAISS)."""
+        if self._chunks_by_doc is None:
+            by_doc: dict[str, list[int]] = {}
+            for chunk_id, doc_id in self._db.execute("SELECT chunk_id, doc_id FROM chunks"):
+                by_doc.setdefault(doc_id, []).append(chunk_id)
+            self._chunks_by_doc = by_doc
+        ids = [i for doc_id in doc_ids for i in self._chunks_by_doc.get(doc_id, ())]
+        return np.asarray(sorted(ids), dtype=np.int64)
 
     def document_sources(self) -> dict[str, str]:
         return dict(self._db.execute("SELECT doc_id, source_path FROM documents"))
@@ -411,12 +442,18 @@ def indexed_documents(generation_dir: Path, uploads_dir: Path) -> list[IndexedDo
 
 def _indexed_documents(db: sqlite3.Connection, uploads_dir: Path) -> list[IndexedDocument]:
     uploads = {uploads_dir.expanduser().absolute(), uploads_dir.expanduser().resolve()}
+    outlet = "d.outlet" if "outlet" in _columns(db, "documents") else "NULL"
     rows = db.execute(
-        "SELECT d.doc_id, d.title, d.source_path, COUNT(c.chunk_id), length(d.text), d.url, d.date "
-        "FROM documents d LEFT JOIN chunks c USING (doc_id) GROUP BY d.doc_id ORDER BY d.doc_id")
+        "SELECT d.doc_id, d.title, d.source_path, COUNT(c.chunk_id), length(d.text), d.url, d.date, "
+        f"{outlet} FROM documents d LEFT JOIN chunks c USING (doc_id) GROUP BY d.doc_id ORDER BY d.doc_id")
     return [IndexedDocument(doc_id=doc_id, title=title, source_path=source, chunks=chunks, characters=characters,
-                            uploaded=not uploads.isdisjoint(source_file(source).parents), url=url, date=date)
-            for doc_id, title, source, chunks, characters, url, date in rows]
+                            uploaded=not uploads.isdisjoint(source_file(source).parents), url=url, date=date,
+                            outlet=outlet)
+            for doc_id, title, source, chunks, characters, url, date, outlet in rows]
+
+
+def _columns(db: sqlite3.Connection, table: str) -> set[str]:
+    return {row[1] for row in db.execute(f"PRAGMA table_info({table})")}
 
 
 def stored_document_hashes(generation_dir: Path) -> dict[str, tuple[str, int]]:
@@ -537,6 +574,9 @@ class GenerationWriter:
                 source.close()
             self.db.execute("PRAGMA foreign_keys = ON")
             self.db.executescript(_SCHEMA)
+            for table, added in ADDED_COLUMNS.items():
+                for column in added.keys() - _columns(self.db, table):
+                    self.db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {added[column]}")
             if base is None or vectors_from_db:
                 self.vectors = faiss.IndexIDMap2(faiss.IndexFlatIP(dimension))
                 self._add_stored_vectors(dimension, base)
@@ -592,9 +632,9 @@ class GenerationWriter:
         ids = []
         with _failing_cleanly(self.index_dir, self.abandon):
             self.db.execute(
-                "INSERT INTO documents (doc_id, title, text, sha256, source_path, url, date) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (doc.doc_id, doc.title, doc.text, doc.sha256, doc.source_path, doc.url, doc.date))
+                "INSERT INTO documents (doc_id, title, text, sha256, source_path, url, date, outlet) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (doc.doc_id, doc.title, doc.text, doc.sha256, doc.source_path, doc.url, doc.date, doc.outlet))
             for chunk, vector, sentence_block in zip(chunks, vectors, sentence_vectors):
                 cursor = self.db.execute(
                     'INSERT INTO chunks (doc_id, ordinal, start, "end", text, n_tokens) '

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -17,7 +18,8 @@ class Document:
     sha256: str
     source_path: str
     url: str | None = None
-    date: str | None = None
+    date: str | None = None  # ISO 8601 (rag.documents.normalize_date)
+    outlet: str | None = None  # the site or publication, as the file names it
 
 
 @dataclass(frozen=True)
@@ -42,6 +44,9 @@ class StoredChunk:
     start: int
     end: int
     text: str
+    outlet: str | None = None
+    date: str | None = None
+    url: str | None = None
 
 
 @dataclass(frozen=True)
@@ -58,6 +63,9 @@ class Passage:
     dense_score: float | None = None
     bm25_score: float | None = None
     coverage: float | None = None  # share of the question's lexical weight found in the passage
+    outlet: str | None = None  # the article's metadata, when its file states it
+    date: str | None = None
+    url: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -112,6 +120,9 @@ class SourceView:
     segments: tuple[tuple[str, bool], ...]  # (text, is_cited_quote)
     score: float
     quotes: tuple[tuple[int, int], ...] = ()  # [start, end) of the cited quotes in the document
+    outlet: str | None = None
+    date: str | None = None
+    url: str | None = None
 
 
 @dataclass(frozen=True)
@@ -147,7 +158,8 @@ class Answer:
             views.append(SourceView(n=n, doc_id=passage.doc_id, title=passage.title, start=passage.start,
                                     end=passage.end, segments=_segments(passage, quotes,
                                                                         [c for c in self.citations if c.n == n]),
-                                    score=passage.score, quotes=tuple(quotes)))
+                                    score=passage.score, quotes=tuple(quotes), outlet=passage.outlet,
+                                    date=passage.date, url=passage.url))
         return views
 
     def markers(self) -> list[Marker]:
@@ -218,9 +230,54 @@ class IndexedDocument:
     uploaded: bool  # its file lives in the uploads folder (added through the chat)
     url: str | None = None
     date: str | None = None
+    outlet: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+
+@dataclass(frozen=True)
+class Filters:
+    """Which documents a search or an answer may use; an empty one lets all of them through.
+
+    since/until: publication dates, both inclusive; when either is set, documents without a date
+    are left out. sources: a document passes when one of them equals its outlet (ignoring case)
+    or its id, or names the folder or file its id begins with (`news` matches `news/a.txt`,
+    `feed.jsonl` matches `feed.jsonl#3`). `rag.filters.parse_filters` builds one from strings."""
+
+    since: dt.date | None = None
+    until: dt.date | None = None
+    sources: tuple[str, ...] = ()
+
+    def __bool__(self) -> bool:
+        return self.since is not None or self.until is not None or bool(self.sources)
+
+    def matches(self, doc_id: str, outlet: str | None, date: str | None) -> bool:
+        if self.since is not None or self.until is not None:
+            try:
+                day = dt.date.fromisoformat((date or "")[:10])
+            except ValueError:
+                return False
+            if (self.since is not None and day < self.since) or (self.until is not None and day > self.until):
+                return False
+        if not self.sources:
+            return True
+        outlet_key, doc_key = " ".join((outlet or "").split()).casefold(), doc_id.casefold()
+        for source in self.sources:
+            key = " ".join(source.split()).casefold()
+            folder = key.rstrip("/")
+            if key in (outlet_key, doc_key) or (folder and doc_key.startswith((folder + "/", folder + "#"))):
+                return True
+        return False
+
+    def describe(self) -> str:
+        """The filter in words: `since 2024-01-01, until 2024-06-30, source 'BBC' or 'news/'`."""
+        parts = [f"since {self.since.isoformat()}"] if self.since is not None else []
+        if self.until is not None:
+            parts.append(f"until {self.until.isoformat()}")
+        if self.sources:
+            parts.append("source " + " or ".join(repr(s) for s in self.sources))
+        return ", ".join(parts)
 
 
 @dataclass(frozen=True)

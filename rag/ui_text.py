@@ -16,6 +16,12 @@ TEXTS: dict[str, dict[str, str]] = {
     "settings.mode.llm": {"ar": "نموذج لغوي (litellm)", "en": "LLM (litellm)"},
     "settings.model": {"ar": "النموذج اللغوي (اسمه في litellm)", "en": "LLM model (litellm string)"},
     "settings.k": {"ar": "عدد المقاطع", "en": "Passages"},
+    "settings.since": {"ar": "منشورة منذ (YYYY-MM-DD؛ تُستبعد المقالات غير المؤرخة)",
+                       "en": "Published since (YYYY-MM-DD; undated articles are left out)"},
+    "settings.until": {"ar": "منشورة حتى (YYYY-MM-DD؛ تُستبعد المقالات غير المؤرخة)",
+                       "en": "Published until (YYYY-MM-DD; undated articles are left out)"},
+    "settings.sources": {"ar": "المصادر: أسماء منافذ أو معرّفات مقالات، مفصولة بفواصل",
+                         "en": "Sources: outlets or document ids, separated by commas"},
     # steps
     "index.step": {"ar": "تجهيز الفهرس", "en": "Preparing the index"},
     "index.loading": {"ar": "تحميل نموذج التضمين وفهرسة المقالات (في أول تشغيل فقط) …",

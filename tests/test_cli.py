@@ -105,3 +105,46 @@ def test_docs_lists_and_remove_takes_out(settings, corpus):
     assert first["doc_id"] not in [h["doc_id"] for h in hits]
     back = json.loads(run_cli("index", "--json", env=env).stdout)
     assert back["added"]["documents"] == 1 and back["unchanged"]["documents"] == 4
+
+
+WIRE = [
+    {"id": "wire/fine", "title": "ألمانيا تغرم منصة فيديو", "outlet": "DW عربية", "date": "2024-03-05",
+     "url": "https://news.example/de?a=1",
+     "text": "ألمانيا تغرم منصة فيديو\nفرضت هيئة تنظيم الإعلام الألمانية غرامة قدرها سبعة ملايين يورو على منصة "
+             "بث مرئي لأنها تأخرت في حذف منشورات تحرض على الكراهية."},
+    {"id": "wire/riots", "title": "اعتقالات بعد أعمال الشغب", "outlet": "BBC Arabic", "date": "2024-08-06",
+     "text": "اعتقالات بعد أعمال الشغب\nاعتقلت الشرطة البريطانية عشرات الأشخاص بعد أعمال شغب اندلعت عقب "
+             "منشورات مضللة على منصات التواصل الاجتماعي."},
+]
+
+
+def test_search_filters_docs_metadata_and_bad_values(settings, embedder, corpus):
+    from rag.api import Index
+
+    (corpus / "wire.jsonl").write_text("\n".join(json.dumps(r, ensure_ascii=False) for r in WIRE) + "\n",
+                                       encoding="utf-8")
+    Index(settings, embedder).update([corpus])  # built in-process: the CLI reads it
+    env = cli_env(settings)
+
+    listed = {d["doc_id"]: d for d in json.loads(run_cli("docs", "--json", env=env).stdout)}
+    assert (listed["wire/fine"]["outlet"], listed["wire/fine"]["date"]) == ("DW عربية", "2024-03-05")
+    assert listed["000_4180ecd25a632971.txt"]["outlet"] is None
+    human = run_cli("docs", env=env).stdout
+    assert "    DW عربية · 2024-03-05 · https://news.example/de?a=1\n" in human
+
+    hits = run_cli("search", "ما الغرامة التي فرضتها ألمانيا؟", "--k", "3", "--source", "bbc arabic",
+                   "--source", "DW عربية,nope", "--since", "2024-01-01", "--until", "2024-12-31", env=env).stdout
+    assert "(wire/fine " in hits and "   DW عربية · 2024-03-05 · https://news.example/de?a=1\n" in hits
+    assert "(wire/riots " in hits and "000_" not in hits
+
+    none = run_cli("search", "غرامة", "--since", "2025-01-01", env=env, check=False)
+    assert none.returncode == 1 and "Traceback" not in none.stderr
+    assert "no document in the index matches since 2025-01-01" in none.stderr
+    assert "2 of 7 documents have a date, from 2024-03-05 to 2024-08-06" in none.stderr
+    for flag, value in (("--since", "2024-13-01"), ("--until", "yesterday")):
+        bad = run_cli("ask", "غرامة", flag, value, env=env, check=False)
+        assert bad.returncode == 2 and "Traceback" not in bad.stderr
+        assert f"argument {flag}: '{value}' is not a date: use YYYY-MM-DD" in bad.stderr
+    swapped = run_cli("search", "غرامة", "--since", "2024-09-01", "--until", "2024-08-01", env=env, check=False)
+    assert swapped.returncode == 1 and "is after until 2024-08-01" in swapped.stderr
+    assert "articles without a date are left out" in run_cli("search", "--help", env=env).stdout

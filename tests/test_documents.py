@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from rag.documents import decode_bytes, headline, html_text, load_paths, normalize_text
+from rag.documents import Metadata, decode_bytes, headline, html_text, load_paths, normalize_text
 from rag.errors import DocumentError
 
 from .conftest import SEEDS
@@ -76,8 +76,8 @@ def test_html_in_windows_1256_with_meta_charset(tmp_path):
 
 
 def test_html_text_function_separates_blocks():
-    text, title = html_text("<div>one</div><div>two</div><br>three")
-    assert text.split() == ["one", "two", "three"] and title is None
+    text, meta = html_text("<div>one</div><div>two</div><br>three")
+    assert text.split() == ["one", "two", "three"] and meta == Metadata()
 
 
 def _minimal_pdf(line: str) -> bytes:
@@ -329,3 +329,102 @@ def test_bad_files_are_reported_once_until_they_change(tmp_path):
     assert again[-1].startswith("2 file(s) still skipped")
     (tmp_path / "index" / "reported-skips.json").write_text("{broken")  # unreadable: all reported again
     assert len(log.new_notices(load_paths([corpus]))) == 3
+
+
+# ----------------------------------------------------------------------------- metadata
+
+def test_record_metadata_under_its_common_field_names(tmp_path):
+    records = [
+        {"id": "a", "headline": "ألمانيا تغرم منصة", "text": "فرضت ألمانيا غرامة.",
+         "source": {"id": "dw", "name": "DW عربية"}, "publishedAt": "2024-03-05T09:30:00Z", "link": "https://example.org/a"},
+        {"id": "b", "title": "خبر", "text": "نص الخبر.", "publisher": " Al  Jazeera ",
+         "published_at": "2019-03-16 08:15", "url": "https://example.org/b"},
+        {"id": "c", "text": "نص ثالث.", "outlet": "BBC", "site": "ignored: outlet comes first",
+         "published": "Thu, 01 Aug 2024 10:00:00 +0300"},
+        {"id": "d", "text": "نص رابع.", "site_name": "Reuters", "date": 1722470400},
+        {"id": "e", "text": "نص خامس.", "outlet": 42, "source": "", "publisher": "Sky News", "date": "yesterday",
+         "pub_date": "2024/08/02"},
+    ]
+    write(tmp_path, "feed.jsonl", "\n".join(json.dumps(r, ensure_ascii=False) for r in records).encode())
+    docs = {d.doc_id: d for d in load_paths([tmp_path]).documents}
+    got = {i: (d.title, d.outlet, d.date, d.url) for i, d in docs.items()}
+    assert got["a"] == ("ألمانيا تغرم منصة", "DW عربية", "2024-03-05T09:30:00Z", "https://example.org/a")
+    assert got["b"] == ("خبر", "Al Jazeera", "2019-03-16T08:15:00", "https://example.org/b")
+    assert got["c"][1:] == ("BBC", "2024-08-01T10:00:00+03:00", None)
+    assert got["d"][1:3] == ("Reuters", "2024-08-01T00:00:00Z")  # a Unix time
+    # a field that is no text or no date is passed over for the next one
+    assert got["e"][1:3] == ("Sky News", "2024-08-02")
+
+
+@pytest.mark.parametrize("value, expected", [
+    ("2024-08-01", "2024-08-01"), ("2024-8-1", "2024-08-01"), ("٢٠٢٤-٠٨-٠١", "2024-08-01"),
+    ("2024-08-01T10:20:30.5+0300", "2024-08-01T10:20:30+03:00"), ("2024-08-01T10:20Z", "2024-08-01T10:20:00Z"),
+    ("Thu, 01 Aug 2024 10:00:00 GMT", "2024-08-01T10:00:00Z"), ("1 August 2024", "2024-08-01"),
+    ("August 1, 2024", "2024-08-01"), ("2024/08/01", "2024-08-01"), (1722470400000, "2024-08-01T00:00:00Z"),
+    ("2024-13-01", None), ("2024-02-30", None), ("2024-08-01T25:00", None), ("yesterday", None), ("2024", None),
+    ("", None), (2024, None), (True, None), (None, None), ({"date": "2024-08-01"}, None), ("x" * 1000, None),
+])
+def test_dates_are_normalized_to_iso_or_dropped(value, expected):
+    from rag.documents import normalize_date
+
+    assert normalize_date(value) == expected
+
+
+def test_malformed_metadata_is_ignored_and_the_record_still_loads(tmp_path):
+    record = {"id": "m", "text": "نص الخبر.", "title": ["not", "text"], "outlet": {"name": None},
+              "date": "2024-13-45", "url": "x" * 5000}
+    write(tmp_path, "m.json", json.dumps(record).encode())
+    (doc,) = load_paths([tmp_path]).documents
+    assert (doc.title, doc.outlet, doc.date, doc.url) == ("نص الخبر", None, None, None)
+
+
+OPEN_GRAPH_PAGE = """<!doctype html><html><head>
+<title>ألمانيا تغرم منصة فيديو | موقع الأخبار</title>
+<meta property="og:title" content="ألمانيا تغرم منصة فيديو">
+<meta property="og:site_name" content="موقع الأخبار">
+<meta property="og:url" content="https://news.example/de-fine?x=1&amp;y=2">
+<meta property="article:published_time" content="2024-03-05T09:30:00+01:00">
+<link rel="canonical" href="https://news.example/canonical">
+</head><body><p>فرضت ألمانيا غرامة على منصة فيديو.</p></body></html>"""
+
+CITATION_PAGE = """<html><head><title>Fines for platforms</title>
+<meta name="citation_title" content="غرامات المنصات في أوروبا">
+<meta name="citation_journal_title" content="مجلة الإعلام">
+<meta name="citation_publication_date" content="2023/11/20">
+<link rel="Canonical" href="https://journal.example/42">
+</head><body><h1>عنوان آخر</h1><p>نص البحث.</p></body></html>"""
+
+PLAIN_META_PAGE = """<html><head><title>خبر قصير</title>
+<META NAME="date" CONTENT="not a date"><meta name="pubdate" content="20220115">
+<meta name="description" content="وصف"></head><body><p>نص.</p></body></html>"""
+
+
+@pytest.mark.parametrize("page, expected", [
+    (OPEN_GRAPH_PAGE, ("ألمانيا تغرم منصة فيديو", "موقع الأخبار", "2024-03-05T09:30:00+01:00",
+                       "https://news.example/de-fine?x=1&y=2")),
+    (CITATION_PAGE, ("غرامات المنصات في أوروبا", "مجلة الإعلام", "2023-11-20", "https://journal.example/42")),
+    # a malformed date is passed over for the next tag; no outlet or URL stated: none
+    (PLAIN_META_PAGE, ("خبر قصير", None, "2022-01-15", None)),
+])
+def test_html_meta_tags_give_title_outlet_date_and_url(tmp_path, page, expected):
+    write(tmp_path, "page.html", page.encode("utf-8"))
+    (doc,) = load_paths([tmp_path]).documents
+    assert (doc.title, doc.outlet, doc.date, doc.url) == expected
+    assert "og:" not in doc.text and "citation" not in doc.text  # meta tags are not text
+
+
+def test_seeds_state_no_metadata_so_none_is_invented():
+    for doc in load_paths([SEEDS]).documents:
+        assert (doc.outlet, doc.date, doc.url) == (None, None, None), doc.doc_id
+
+
+def test_a_document_without_an_outlet_keeps_its_earlier_hash():
+    """Indexes built before outlets were read are not re-embedded for documents that have none."""
+    import hashlib
+
+    from rag.documents import content_hash
+
+    for url, date in ((None, None), ("https://x", "2024-08-01")):
+        before = hashlib.sha256(json.dumps(["t", "نص", url, date], ensure_ascii=False).encode()).hexdigest()
+        assert content_hash("t", "نص", url, date) == before
+        assert content_hash("t", "نص", url, date, "BBC") != before

@@ -397,3 +397,57 @@ def _spawn_cli(settings, args: list[str], extra_code: str = "") -> subprocess.Po
                       f"sys.exit(main({args!r}))"])
     return subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, env={**os.environ, **cli_env(settings)},
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+# --------------------------------------------------------------------- indexes from before outlets
+
+def make_without_outlets(generation_dir: Path, old_hashes: dict[str, str]) -> None:
+    """Turn a generation into what versions before outlets wrote — no `outlet` column, content
+    hashes without it — with its manifest's checksums brought up to date, as they were then."""
+    import hashlib
+
+    from rag.store import MANIFEST, SQLITE, _manifest_checksum
+
+    db = sqlite3.connect(generation_dir / SQLITE)
+    db.execute("ALTER TABLE documents DROP COLUMN outlet")
+    db.executemany("UPDATE documents SET sha256 = ? WHERE doc_id = ?", [(h, i) for i, h in old_hashes.items()])
+    db.commit()
+    db.execute("VACUUM")
+    db.close()
+    manifest_path = generation_dir / MANIFEST
+    manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+    del manifest["manifest_sha256"]
+    for name in manifest["files"]:
+        data = (generation_dir / name).read_bytes()
+        manifest["files"][name] = {"size": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+    manifest["manifest_sha256"] = _manifest_checksum(manifest)
+    manifest_path.write_text(json.dumps(manifest, indent=2, ensure_ascii=False), encoding="utf-8")
+
+
+def test_an_index_from_before_outlets_opens_and_gains_them_at_the_next_run(settings, embedder, corpus):
+    from rag.documents import content_hash
+
+    record = {"id": "wire-1", "title": "خبر وكالة", "text": NEW_ARTICLE, "source": "وكالة الأنباء",
+              "date": "2024-08-05"}
+    (corpus / "wire.jsonl").write_text(json.dumps(record, ensure_ascii=False) + "\n", encoding="utf-8")
+    index = Index(settings, embedder)
+    index.update([corpus])
+    stored = index.store.document("wire-1")
+    assert stored.outlet == "وكالة الأنباء"
+    question = "كم بلغت الغرامة التي فرضتها الهيئة الألمانية؟"
+    expected = [(p.doc_id, p.start, p.end, p.score) for p in index.search(question, k=5)]
+    old = current_generation(settings.resolved_index_dir)
+    make_without_outlets(old, {"wire-1": content_hash(stored.title, stored.text, stored.url, stored.date)})
+
+    reopened = Index(settings, embedder)  # reads the old schema: no outlet, nothing else lost
+    assert reopened.store.generation_dir == old
+    assert [(p.doc_id, p.start, p.end, p.score) for p in reopened.search(question, k=5)] == expected
+    assert all(p.outlet is None for p in reopened.search(question, k=5))
+    assert {d.doc_id: d.outlet for d in reopened.documents()}["wire-1"] is None
+    assert reopened.search(question, k=5, since="2024-08-01")[0].doc_id == "wire-1"  # dates were there
+
+    report = reopened.update()  # the column is added; only the record whose outlet is new is embedded again
+    assert (report.changed.documents, report.unchanged.documents, report.full_rebuild) == (1, 5, False)
+    assert current_generation(settings.resolved_index_dir) != old
+    assert {d.doc_id: d.outlet for d in reopened.documents()}["wire-1"] == "وكالة الأنباء"
+    assert [p.doc_id for p in reopened.search(question, k=1, sources="وكالة الأنباء")] == ["wire-1"]

@@ -147,3 +147,16 @@ def test_source_article_shows_the_whole_text_with_the_cited_quotes_highlighted()
     other = SourceView(n=1, doc_id="d.txt", title="Headline", start=12, end=30, score=0.1, segments=())
     out, visible = rendered_text(source_article(other, text))
     assert visible.strip().endswith("Headline · d.txt") and re.findall(r"<strong>(.*?)</strong>", out) == [text[12:30]]
+
+
+def test_source_card_shows_outlet_date_and_url_as_text_never_a_link():
+    view = SourceView(n=1, doc_id="wire/a", title="t", start=0, end=20, score=0.9, segments=(("نص الخبر", False),),
+                      outlet="[BBC](http://203.0.113.9/x) <b>عربي</b>", date="2024-08-06T10:00:00+03:00",
+                      url="https://news.example/a_b?x=1&y=<img src=x>")
+    out, visible = rendered_text(source_card(view))
+    assert "<a" not in out and "<img" not in out and "<b>" not in out
+    assert ("[BBC](http://203.0.113.9/x) <b>عربي</b> · 2024-08-06 · https://news.example/a_b?x=1&y=<img src=x>"
+            in visible)
+    assert "wire/a · 0–20" in visible
+    plain = SourceView(n=1, doc_id="d", title="t", start=0, end=3, score=0.9, segments=(("نص", False),))
+    assert " · " not in rendered_text(source_card(plain))[1].replace("d · 0–3", "")
