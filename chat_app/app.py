@@ -110,6 +110,22 @@ def start_loading() -> None:
     index_future()
 
 
+# The page shows a "loading" banner (public/status.js) until the index and the models are ready,
+# so that the first question is answered at once rather than after the loading.
+@chainlit.server.app.get(chainlit_config.run.root_path + "/sanad/status")
+async def loading_status(lang: str = "en") -> dict[str, object]:
+    future, language = index_future(), ui_text.language(lang)
+    if not future.done():
+        return {"ready": False, "text": ui_text.text("index.banner", language)}
+    if future.exception() is not None:
+        return {"ready": False, "failed": True,
+                "text": ui_text.text("index.failed", language, error=str(future.exception()))}
+    return {"ready": True}
+
+
+chainlit.server.app.router.routes.insert(0, chainlit.server.app.router.routes.pop())  # before the page's catch-all
+
+
 # ----------------------------------------------------------------------------- login (optional)
 
 ACCOUNTS = auth.Accounts.from_env()

@@ -59,3 +59,10 @@
   script.src = new URL("sources.js", document.currentScript.src).href;
   document.head.appendChild(script);
 })();
+
+// … and the loading banner's (status.js).
+(function () {
+  const script = document.createElement("script");
+  script.src = new URL("status.js", document.currentScript.src).href;
+  document.head.appendChild(script);
+})();
