@@ -6,6 +6,8 @@ folder across runs when set). Every test gets its own RAG_HOME so nothing touche
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
 import json
 import os
 import shutil
@@ -22,6 +24,13 @@ ROOT = Path(__file__).resolve().parent.parent
 SEEDS = ROOT / "seeds"
 EVAL = ROOT / "tests" / "data" / "eval"  # copies of ../shared/eval (licenses alongside)
 DEV_SET = EVAL / "seeds_qa_dev.jsonl"
+
+
+def run_coroutine(coroutine):
+    """asyncio.run in a thread of its own: once the browser tests have run, the session's
+    Playwright browser keeps an event loop running on the main thread."""
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        return pool.submit(asyncio.run, coroutine).result()
 
 
 def dev_questions() -> list[dict]:

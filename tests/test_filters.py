@@ -3,7 +3,6 @@ news records and a page that state their outlet and date."""
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
 import json
 import shutil
@@ -16,7 +15,7 @@ from rag.filters import parse_filters
 from rag.retrieval import Retriever
 from rag.types import Filters
 
-from .conftest import SEEDS
+from .conftest import SEEDS, run_coroutine
 
 FINE = ("ألمانيا تغرم منصة فيديو بسبب خطاب الكراهية\n"
         "فرضت هيئة تنظيم الإعلام الألمانية غرامة قدرها سبعة ملايين يورو على منصة بث مرئي لأنها تأخرت "
@@ -149,7 +148,7 @@ def test_answers_use_only_the_filtered_articles(news_index):
         answer = await news_index.astream(question, sources="Al Jazeera").answer()
         return {p.doc_id for p in answer.passages}
 
-    assert asyncio.run(stream()) == {"wire/x-accounts"}
+    assert run_coroutine(stream()) == {"wire/x-accounts"}
 
 
 def test_a_filter_that_matches_nothing_says_what_the_index_holds(news_index):
@@ -162,7 +161,7 @@ def test_a_filter_that_matches_nothing_says_what_the_index_holds(news_index):
     assert "'The Guardian'" in str(caught.value) and "'BBC Arabic'" in str(caught.value)
     stream = news_index.astream(HATE, since="2030-01-01", until="2030-02-01", sources="x")
     with pytest.raises(FilterError, match="until 2030-02-01, source 'x'"):
-        asyncio.run(stream.answer())
+        run_coroutine(stream.answer())
     with pytest.raises(FilterError):  # a bad value fails at once, before any work in the background
         news_index.astream(HATE, since="2030-02-30")
 

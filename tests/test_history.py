@@ -4,8 +4,6 @@ command), the login secret. The browser tests (tests/e2e/test_history.py) drive 
 
 from __future__ import annotations
 
-import asyncio
-import concurrent.futures
 import json
 import sqlite3
 import stat
@@ -18,6 +16,8 @@ from rag.cli import main
 from rag.errors import ConfigError
 from rag.types import Answer, Citation
 
+from .conftest import run_coroutine
+
 QUESTION = "ماذا قال المتحدث باسم رئيس الوزراء البريطاني عن تعليقات ماسك؟"
 QUOTE = "لا يوجد مبرر لمثل هذه التعليقات"
 ANSWER = Answer(question=QUESTION, answer=f"قال المتحدث: «{QUOTE}» [1]",
@@ -25,12 +25,6 @@ ANSWER = Answer(question=QUESTION, answer=f"قال المتحدث: «{QUOTE}» [
                                     quote=QUOTE, start=120, end=151),),
                 passages=(), refused=False, mode="extractive")
 TABLES = {"users", "threads", "steps", "elements", "feedbacks"}
-
-
-def run(coroutine):
-    # In a thread of its own: the session's Playwright browser may keep a loop running on this one.
-    with concurrent.futures.ThreadPoolExecutor(1) as pool:
-        return pool.submit(asyncio.run, coroutine).result()
 
 
 def tables(path) -> set[str]:
@@ -95,7 +89,7 @@ def test_schema_is_created_once_and_kept_when_made_again(tmp_path):
     history.create_schema(path)
     assert TABLES <= tables(path)
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
-    thread_id, _ = run(save_chat(path, "local", [(QUESTION, ANSWER, None, None)]))
+    thread_id, _ = run_coroutine(save_chat(path, "local", [(QUESTION, ANSWER, None, None)]))
     history.create_schema(path)  # every start of the chat
     assert count(path, "steps") == 3 and count(path, "threads") == 1
 
@@ -112,9 +106,9 @@ def test_a_reopened_chat_continues_with_the_saved_questions_answers_and_document
     history.create_schema(path)
     second = Answer(question="ومتى حدث ذلك؟", answer="في أغسطس [1]", citations=ANSWER.citations,
                     passages=(), refused=False, mode="extractive")
-    thread_id, _ = run(save_chat(path, "local", [(QUESTION, ANSWER, None, None),
+    thread_id, _ = run_coroutine(save_chat(path, "local", [(QUESTION, ANSWER, None, None),
                                                  ("ومتى حدث ذلك؟", second, None, None)]))
-    thread = run(with_layer(path, lambda layer: layer.get_thread(thread_id)))
+    thread = run_coroutine(with_layer(path, lambda layer: layer.get_thread(thread_id)))
     assert history.conversation(thread["steps"]) == [
         {"role": "user", "content": QUESTION},
         {"role": "assistant", "content": ANSWER.answer, "doc_ids": ["000_4180ecd25a632971.txt"]},
@@ -126,9 +120,9 @@ def test_a_reopened_chat_continues_with_the_saved_questions_answers_and_document
 def test_deleting_a_chat_deletes_its_steps_and_feedback(tmp_path):
     path = history.database_path(tmp_path)
     history.create_schema(path)
-    kept, _ = run(save_chat(path, "local", [(QUESTION, ANSWER, 1, None)]))
-    gone, _ = run(save_chat(path, "local", [(QUESTION, ANSWER, 0, "wrong")]))
-    run(with_layer(path, lambda layer: layer.delete_thread(gone)))
+    kept, _ = run_coroutine(save_chat(path, "local", [(QUESTION, ANSWER, 1, None)]))
+    gone, _ = run_coroutine(save_chat(path, "local", [(QUESTION, ANSWER, 0, "wrong")]))
+    run_coroutine(with_layer(path, lambda layer: layer.delete_thread(gone)))
     with sqlite3.connect(path) as db:
         assert db.execute('SELECT COUNT(*) FROM steps WHERE "threadId" = ?', (gone,)).fetchone()[0] == 0
         assert db.execute('SELECT COUNT(*) FROM threads WHERE "id" = ?', (gone,)).fetchone()[0] == 0
@@ -141,7 +135,7 @@ def test_feedback_export_has_question_answer_citations_rating_and_comment(tmp_pa
     history.create_schema(path)
     unrated = Answer(question="سؤال بلا تقييم", answer="جواب", citations=(), passages=(), refused=True,
                      mode="extractive")
-    thread_id, (down_id, _, up_id) = run(save_chat(path, "analyst", [
+    thread_id, (down_id, _, up_id) = run_coroutine(save_chat(path, "analyst", [
         (QUESTION, ANSWER, 0, "الاقتباس لا يجيب عن السؤال"), ("سؤال بلا تقييم", unrated, None, None),
         ("Who launched the Christchurch Call?", ANSWER, 1, None)]))
     down, up = history.feedback_records(path)
@@ -159,7 +153,7 @@ def test_feedback_export_command_writes_jsonl_and_a_summary(tmp_path, monkeypatc
     monkeypatch.setenv("RAG_HOME", str(tmp_path))
     path = history.database_path(tmp_path)
     history.create_schema(path)
-    run(save_chat(path, "local", [(QUESTION, ANSWER, 0, "ناقص"), ("Who launched it?", ANSWER, 1, None)]))
+    run_coroutine(save_chat(path, "local", [(QUESTION, ANSWER, 0, "ناقص"), ("Who launched it?", ANSWER, 1, None)]))
 
     assert main(["feedback", "export", "--json"]) == 0
     out, err = capsys.readouterr()

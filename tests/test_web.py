@@ -3,14 +3,14 @@ the real server)."""
 
 from __future__ import annotations
 
-import asyncio
 import base64
-import concurrent.futures
 import hashlib
 import urllib.parse
 
 from rag.auth import LoginThrottle
 from rag.web import LocalOnly, LoginGuard, SecurityHeaders, content_security_policy, form_field, inline_script_hashes
+
+from .conftest import run_coroutine
 
 PAGE = """<html><head><script>
       const global = globalThis;
@@ -33,10 +33,7 @@ def call(app, method: str = "GET", path: str = "/", body: bytes = b"", headers=(
     async def send(message):
         sent.append(message)
 
-    # In a thread of its own: the session's Playwright browser keeps an event loop running on
-    # this one once the browser tests have run.
-    with concurrent.futures.ThreadPoolExecutor(1) as pool:
-        pool.submit(asyncio.run, app(scope, receive, send)).result()
+    run_coroutine(app(scope, receive, send))
     start = next(m for m in sent if m["type"] == "http.response.start")
     return (start["status"], {k.decode(): v.decode() for k, v in start["headers"]},
             b"".join(m.get("body", b"") for m in sent if m["type"] == "http.response.body"))
