@@ -185,9 +185,15 @@ def test_each_user_sees_only_their_own_chats_also_after_a_restart(browser, model
 
         stop(process)  # the same RAG_HOME again: the login cookies and the chats are still good
         process, url = start_chat(tmp_path, model_dir, SEEDS, env)
-        for page in pages.values():
+        for name, page in pages.items():
             page.goto(url)
-            page.wait_for_selector("#upload-button", timeout=60_000)
+            try:
+                page.wait_for_selector("#upload-button", timeout=120_000)
+            except Exception:
+                screenshot(page, f"23-history-restart-failed-{page.url.rsplit('/', 1)[-1] or 'home'}")
+                shown = page.inner_text("body")[:500]
+                raise AssertionError(f"{name}'s page after the restart, at {page.url}:\n{shown}\n"
+                                     f"server log:\n{(tmp_path / 'server.log').read_text()[-2000:]}") from None
         amal.locator(f"#thread-{amal_thread}").wait_for(timeout=30_000)
         bob.locator(f"#thread-{bob_thread}").wait_for(timeout=30_000)
         assert amal.locator(f"#thread-{bob_thread}").count() == 0
