@@ -166,6 +166,8 @@ class Index:
         elif self.reader is not None and not self.reader.loaded:
             # the reader loads beside the embedding model rather than after it (a cold `rag ask`)
             threading.Thread(target=self.reader.load, name="rag-reader-load", daemon=True).start()
+            if not self.embedder.loaded:
+                threading.Thread(target=self.embedder.load, name="rag-embedder-load", daemon=True).start()
         retriever = self._retriever(since, until, sources)  # a bad filter fails here, before streaming
         return stream_answer(
             question, retriever=retriever, reader=self.reader,

@@ -16,6 +16,7 @@ import os
 import shutil
 import struct
 import tempfile
+import threading
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
@@ -286,10 +287,18 @@ def _write_json(path: Path, data: object) -> None:
 
 # ----------------------------------------------------------------------------- tokenizer
 
-@functools.lru_cache(maxsize=4)
+_tokenizer_lock = threading.Lock()
+
+
 def load_tokenizer(path: Path) -> Any:
     """The `tokenizers` tokenizer saved at `path`, without truncation or padding; loaded once per
-    process (~0.6 s) and shared by the embedding model and the reader."""
+    process (~0.6 s) and shared by the embedding model and the reader, which load side by side."""
+    with _tokenizer_lock:
+        return _load_tokenizer(path)
+
+
+@functools.lru_cache(maxsize=4)
+def _load_tokenizer(path: Path) -> Any:
     from tokenizers import Tokenizer
 
     tokenizer = Tokenizer.from_file(str(path))
