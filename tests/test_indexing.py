@@ -271,24 +271,30 @@ def test_concurrent_index_runs_are_serialized(settings, corpus, tmp_path):
     assert store.size == stored_chunks(store) == store.manifest.chunks
 
 
-def test_reader_in_another_process_sees_old_or_new_never_a_mix(settings, embedder, corpus):
+def test_reader_in_another_process_sees_old_or_new_never_a_mix(settings, embedder, corpus, tmp_path):
     index = Index(settings, embedder)
     index.update([corpus])
+    ready = tmp_path / "reader-ready"
     reader = subprocess.Popen(
         [sys.executable, "-c", textwrap.dedent(f"""
-            import time
+            import pathlib, time
             from rag.store import Store
-            from tests.test_indexing import stored_chunks
             seen = set()
             end = time.time() + 25
             while time.time() < end:
                 s = Store.open({str(settings.resolved_index_dir)!r})
-                n = stored_chunks(s)
+                n = sum(seg.db.execute("SELECT COUNT(*) FROM chunks").fetchone()[0] - r.deleted_chunks
+                        for seg, r in zip(s._segments, s.manifest.segments))
                 assert s.size == n == s.manifest.chunks, (s.size, n, s.manifest.chunks)
                 seen.add(s.manifest.generation)
                 s.close()
+                pathlib.Path({str(ready)!r}).touch()
             print(len(seen))
         """)], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 60
+    while not ready.exists():  # the reader is reading before the writer starts
+        assert time.time() < deadline and reader.poll() is None, reader.stderr.read() if reader.poll() else ""
+        time.sleep(0.05)
     for i in range(4):
         (corpus / f"n{i}.txt").write_text(NEW_ARTICLE + f"\nرقم {i}.", encoding="utf-8")
         index.update([corpus])
