@@ -173,10 +173,6 @@ class Manifest:
     def legacy(self) -> bool:
         return self.format_version == LEGACY_FORMAT
 
-    def segment_files(self, name: str) -> dict[str, StoredFile]:
-        prefix = f"{SEGMENTS}/{name}/"
-        return {path: record for path, record in self.files.items() if path.startswith(prefix)}
-
 
 @dataclass(frozen=True)
 class DamagedFile:
@@ -374,7 +370,6 @@ class _Segment:
         # kept referenced: FAISS holds only a pointer to the inner selector
         self._deleted_selector = faiss.IDSelectorBatch(deleted_ids) if len(deleted_ids) else None
         self.live_selector = faiss.IDSelectorNot(self._deleted_selector) if len(deleted_ids) else None
-        self.average_length = 0.0
         self.total_length = float(self.postings.lengths.sum() if self.live is None
                                   else self.postings.lengths[self.live].sum())
 
