@@ -84,10 +84,9 @@ def study(name: str, settings: Settings) -> dict:
     dataset = load_dataset(path, corpus)
     index = prepare_index(dataset, settings, notify=lambda m: None)
     store = index.store
-    rows = list(store._db.execute(
-        "SELECT c.chunk_id, c.doc_id, d.title, c.text FROM chunks c JOIN documents d USING (doc_id) "
-        "ORDER BY c.chunk_id"))
-    vectors = np.vstack([store._vectors.reconstruct(r[0]) for r in rows])
+    chunks = store.chunks(store.chunk_ids_of(store.document_ids()))
+    rows = [(i, c.doc_id, c.title, c.text) for i, c in sorted(chunks.items())]
+    vectors = store.vectors_of([r[0] for r in rows])
     questions = [q for q in dataset.questions if q.answerable]
     dense = index.embedder.embed_queries([q.question for q in questions]) @ vectors.T
     doc_of = [r[1] for r in rows]

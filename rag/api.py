@@ -84,12 +84,13 @@ class Index:
             "it with the current settings, or change the settings back")
 
     def update(self, paths: Sequence[str | Path] | None = None, *, full: bool = False,
-               replace: bool = False, progress: bool = False,
+               replace: bool = False, optimize: bool = False, progress: bool = False,
                notify: Callable[[str], None] | None = None) -> UpdateReport:
         """Add `paths` to the index's sources (or make them the only ones with replace=True),
-        then index new and changed documents and drop the ones whose files are gone."""
+        then index new and changed documents and drop the ones whose files are gone;
+        `optimize` then merges the index's segments into one."""
         return update_index(self.settings, paths, embedder=self.embedder, full=full, replace=replace,
-                            progress=progress, notify=notify)
+                            optimize=optimize, progress=progress, notify=notify)
 
     def sources(self) -> list[str]:
         """The folders/files the index was last built from."""

@@ -55,6 +55,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--replace", action="store_true",
                    help="make PATHs the only sources: documents from other folders are removed")
     p.add_argument("--full", action="store_true", help="rebuild everything from scratch")
+    p.add_argument("--optimize", action="store_true",
+                   help="then merge the index's segments into one (no re-embedding)")
     _common(p)
 
     p = sub.add_parser("search", help="find the passages that best match a question")
@@ -147,7 +149,7 @@ def _say(message: str) -> None:
 
 def cmd_index(args: argparse.Namespace, settings: Settings) -> int:
     report = Index(settings).update(args.paths or None, full=args.full, replace=args.replace,
-                                    progress=_progress_wanted(args), notify=_say)
+                                    optimize=args.optimize, progress=_progress_wanted(args), notify=_say)
     if args.json:
         _print_json(report.to_dict())
     else:

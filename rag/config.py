@@ -19,7 +19,7 @@ from typing import Any
 from .errors import ConfigError
 
 DEFAULT_EMBEDDING_MODEL = "multilingual-e5-small"
-INDEX_FORMAT_VERSION = 2
+INDEX_FORMAT_VERSION = 3
 ENV_PREFIX = "RAG_"
 
 

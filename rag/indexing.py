@@ -7,7 +7,10 @@ Every run also checks the index's checksums and repairs what it finds damaged, r
 only documents whose stored data cannot be recovered (see `rag.store.find_update_base`).
 
 `remove_documents` takes chosen documents out (`rag remove`): the next generation is the
-current one without their rows and vectors, published the same way, nothing re-embedded.
+current one with tombstones for them, published the same way, nothing re-embedded.
+
+Each run writes one segment (see rag.store); after it, segments are merged when the policy in
+`rag.store.merge_plan` says so, or all of them with `optimize=True` (`rag index --optimize`).
 """
 
 from __future__ import annotations
@@ -21,17 +24,19 @@ from pathlib import Path
 import numpy as np
 
 from .chunking import chunk_document, embedding_text, lexical_terms
-from .config import Settings
+from .config import INDEX_FORMAT_VERSION, Settings
 from .documents import NoticeLog, load_paths, source_file
 from .embeddings import Embedder
 from .errors import DocumentError, IndexNotFoundError
 from .store import (
+    GENERATIONS,
     GenerationWriter,
+    Manifest,
     check_generation,
     current_generation,
-    documents_without_vectors,
     find_update_base,
     indexed_documents,
+    merge_plan,
     read_manifest,
     stored_document_hashes,
     writer_lock,
@@ -44,12 +49,14 @@ SKIP_NOTICES = "reported-skips.json"  # in the index directory, beside CURRENT (
 
 def update_index(settings: Settings, paths: Sequence[str | Path] | None = None, *,
                  embedder: Embedder | None = None, full: bool = False, replace: bool = False,
-                 progress: bool = False, notify: Callable[[str], None] | None = None) -> UpdateReport:
+                 optimize: bool = False, progress: bool = False,
+                 notify: Callable[[str], None] | None = None) -> UpdateReport:
     """Bring the index up to date with its sources.
 
     The index remembers the folders/files it was built from. `paths` are added to them (or, with
     `replace=True`, become the only ones); every source is then read again: new and changed
-    documents are embedded, documents whose files are gone are removed."""
+    documents are embedded, documents whose files are gone are removed. `optimize` then merges
+    every segment into one."""
     began = time.perf_counter()
     notify = notify or (lambda message: None)
     index_dir = settings.resolved_index_dir
@@ -91,14 +98,14 @@ def update_index(settings: Settings, paths: Sequence[str | Path] | None = None, 
             reason = "the index is damaged" if state.damage else "new index"
         elif full:
             reason = "full rebuild requested"
-        elif manifest.fingerprint != fingerprint:
+        elif manifest.fingerprint != fingerprint and not _converts(manifest, settings):
             reason = _describe_change(manifest.settings, settings.index_params())
             notify(f"index settings changed ({reason}): rebuilding the whole index")
         rebuild = reason is not None
 
         old = {} if rebuild else stored_document_hashes(base)
         # vectors neither FAISS nor SQLite still holds: those documents are embedded again
-        lost = documents_without_vectors(base) if state.vectors_lost and not rebuild else set()
+        lost = set() if rebuild else set(state.unrecoverable)
         if lost:
             notify(f"the vectors of {len(lost)} documents cannot be recovered: embedding them again")
         new = {doc.doc_id: doc for doc in loaded.documents}
@@ -118,6 +125,8 @@ def update_index(settings: Settings, paths: Sequence[str | Path] | None = None, 
                 texts.append(text)
                 spans.append([(start + shift, end + shift) for start, end in chunk.sentences])
 
+        if manifest is not None and manifest.legacy and not rebuild:
+            notify(f"converting the index to format {INDEX_FORMAT_VERSION} (segments); nothing is embedded again")
         nothing_to_do = (not (rebuild or added or changed or removed or state.needs_publish)
                          and manifest.sources == sources)
         if not nothing_to_do:
@@ -128,11 +137,11 @@ def update_index(settings: Settings, paths: Sequence[str | Path] | None = None, 
             vectors, sentence_vectors = embedder.embed_passages_with_spans(
                 texts, spans, progress=progress and len(texts) > 0)
             writer = GenerationWriter(index_dir, None if rebuild else base, embedder.dimension,
-                                      vectors_from_db=state.vectors_lost)
+                                      rewrite=() if rebuild else state.rewrite)
             try:
                 writer.remove_documents(removed + [d.doc_id for d in changed])
                 _add_all(writer, to_embed, chunks, vectors, sentence_vectors)
-                writer.publish({
+                manifest = writer.publish({
                     "fingerprint": fingerprint,
                     "settings": settings.index_params(),
                     "embedding": embedder.identity(),
@@ -141,6 +150,7 @@ def update_index(settings: Settings, paths: Sequence[str | Path] | None = None, 
             except BaseException:
                 writer.abandon()
                 raise
+        _merge_segments(index_dir, manifest, everything=optimize, notify=notify)
 
     def count(docs: list[Document]) -> Counts:
         return Counts(len(docs), sum(len(chunks[d.doc_id]) for d in docs))
@@ -188,11 +198,11 @@ def remove_documents(settings: Settings, selectors: Sequence[str | Path], *, upl
             writer = GenerationWriter(index_dir, base, int(manifest.embedding["dimension"]))
             try:
                 writer.remove_documents([d.doc_id for d in chosen])
-                writer.publish({"fingerprint": manifest.fingerprint, "settings": manifest.settings,
-                                "embedding": manifest.embedding, "sources": manifest.sources}, lexical_terms)
+                manifest = writer.publish(_manifest_fields(manifest), lexical_terms)
             except BaseException:
                 writer.abandon()
                 raise
+        _merge_segments(index_dir, manifest, everything=False, notify=notify)
     return RemovalReport(removed=tuple(chosen), deleted_files=tuple(map(str, files)),
                          will_return=tuple(d for d in chosen if not d.uploaded),
                          seconds=round(time.perf_counter() - began, 3), index_dir=str(index_dir))
@@ -242,6 +252,35 @@ def _add_all(writer: GenerationWriter, docs: list[Document], chunks: dict[str, l
         writer.add_document(doc, chunks[doc.doc_id], vectors[offset:offset + n],
                             sentence_vectors[offset:offset + n])
         offset += n
+
+
+def _manifest_fields(manifest: Manifest) -> dict:
+    return {"fingerprint": manifest.fingerprint, "settings": manifest.settings,
+            "embedding": manifest.embedding, "sources": manifest.sources}
+
+
+def _merge_segments(index_dir: Path, manifest: Manifest, *, everything: bool,
+                    notify: Callable[[str], None]) -> None:
+    """Merge what `merge_plan` picks (every segment with `everything`) into one new generation.
+    Under the writer lock; readers go on searching the generation just published meanwhile."""
+    names = [s.name for s in manifest.segments]
+    chosen = (frozenset(names) if len(names) > 1 or any(s.deleted for s in manifest.segments)
+              else frozenset()) if everything else merge_plan(manifest.segments)
+    if not chosen:
+        return
+    notify(f"merging {len(chosen)} of {len(names)} segments …")
+    writer = GenerationWriter(index_dir, index_dir / GENERATIONS / manifest.generation,
+                              int(manifest.embedding["dimension"]), rewrite=chosen)
+    try:
+        writer.publish(_manifest_fields(manifest), lexical_terms)
+    except BaseException:
+        writer.abandon()
+        raise
+
+
+def _converts(manifest: Manifest, settings: Settings) -> bool:
+    """A legacy index built with today's settings: converted, not rebuilt."""
+    return manifest.legacy and {**manifest.settings, "format_version": INDEX_FORMAT_VERSION} == settings.index_params()
 
 
 def _describe_change(old: dict, new: dict) -> str:

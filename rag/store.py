@@ -1,24 +1,36 @@
-"""The index on disk: SQLite metadata + FAISS vectors + BM25, published atomically.
+"""The index on disk: immutable segments (SQLite + FAISS + BM25 postings) listed by generations.
 
 Layout of an index directory::
 
     CURRENT                    {"generation": "gen-000007", "check": …}, replaced atomically
     .lock                      held by the one writer at a time
-    generations/gen-000007/    one complete, immutable state
-        manifest.json          format version, model, chunking, fingerprint, sources, counts,
-                               size and sha256 of every other file, its own sha256
+    generations/gen-000007/
+        manifest.json          format version, model, chunking, fingerprint, sources, counts, the
+                               segments with their tombstones, size and sha256 of every segment
+                               file, next chunk id, its own sha256
+    segments/seg-000007/       written once, shared by every generation that lists it
         index.sqlite           documents, chunks (chunk_id = FAISS vector id), chunk vectors
         vectors.faiss          IndexIDMap2 over inner product of normalized vectors
-        bm25/                  bm25s index + positions.npy (BM25 row → chunk_id)
+        postings/              raw BM25 term frequencies (rag.postings)
 
-A writer builds the next generation in a hidden temporary folder, renames it into place and
-then swaps CURRENT. Readers resolve CURRENT once and only ever see a complete generation; a
-writer killed half-way leaves only a temporary folder that the next writer deletes.
+An update writes one segment with the new and changed documents and a generation whose manifest
+lists the segments it keeps plus that one, with tombstones (document ids) for the documents
+removed or replaced in older segments: it costs what changed, not the index's size. A merge
+(`rag index --optimize`, or the policy in `merge_plan` after an update) copies the live rows of
+some segments into one new segment, without the model. BM25 is scored with statistics summed
+over the live chunks of all segments, so it is exact whatever the segmentation.
+
+A writer builds a segment and a generation in hidden temporary folders, renames them into place
+and then swaps CURRENT. Readers resolve CURRENT once and only ever see a complete generation; a
+writer killed half-way leaves only temporary folders that the next writer deletes. Generations
+beyond the newest two, and segments no remaining generation lists, are deleted.
 
 Opening a generation compares every file's size with the manifest (a few stat calls); `rag info
 --check` and every `rag index` also compare checksums. SQLite is the one file that cannot be
-rebuilt from the others: BM25 comes from its chunk text and FAISS from its copy of the chunk
-vectors, so `rag index` repairs those without the model (see `find_update_base`).
+rebuilt from the others: a segment whose FAISS or postings are damaged is copied from its SQLite
+(chunk text and vectors) into the next segment by `rag index`, without the model (see
+`find_update_base`). Indexes of format 2 (one generation = one SQLite/FAISS/bm25s set) are
+converted the same way by the next `rag index`.
 """
 
 from __future__ import annotations
@@ -33,7 +45,7 @@ import sqlite3
 import time
 from collections.abc import Iterable, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +54,7 @@ import numpy as np
 from .config import INDEX_FORMAT_VERSION
 from .documents import source_file
 from .errors import IndexNotFoundError, StoreError
+from .postings import Postings, lucene_idf
 from .types import Chunk, Document, IndexedDocument, StoredChunk
 
 logging.getLogger("faiss.loader").setLevel(logging.WARNING)  # its CPU-feature probing is noise
@@ -49,13 +62,19 @@ import faiss  # noqa: E402
 
 CURRENT_FILE = "CURRENT"
 GENERATIONS = "generations"
+SEGMENTS = "segments"
 MANIFEST = "manifest.json"
 SQLITE = "index.sqlite"
 VECTORS = "vectors.faiss"
-BM25_DIR = "bm25"
-BM25_K1, BM25_B = 1.2, 0.75
+BM25_DIR = "postings"
+LEGACY_FORMAT = 2  # one generation = one set of files, bm25s scores; converted by `rag index`
+LEGACY_SEGMENT = ""  # the name of a legacy generation's own files, seen as a segment
 MANIFEST_CHECKSUM = "manifest_sha256"
 REPAIR = "run `rag index` to repair"
+# Merge policy (see merge_plan): few segments keep a search to few FAISS/SQLite look-ups; a
+# segment mostly tombstoned wastes memory and time on rows no search returns.
+MAX_SEGMENTS = 8
+MAX_TOMBSTONE_SHARE = 0.2
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS documents (
@@ -69,7 +88,7 @@ CREATE TABLE IF NOT EXISTS documents (
     outlet TEXT
 );
 CREATE TABLE IF NOT EXISTS chunks (
-    chunk_id INTEGER PRIMARY KEY AUTOINCREMENT,
+    chunk_id INTEGER PRIMARY KEY,
     doc_id TEXT NOT NULL REFERENCES documents(doc_id) ON DELETE CASCADE,
     ordinal INTEGER NOT NULL,
     start INTEGER NOT NULL,
@@ -91,9 +110,7 @@ CREATE TABLE IF NOT EXISTS chunk_vectors (
 );
 """
 SENTENCE_DTYPE = np.float16  # sentence vectors only rank sentences inside retrieved passages
-# Columns added to a table after indexes were first written: an older SQLite file gets them
-# (empty) in the next generation built on it, and reading one without them sees NULL.
-ADDED_COLUMNS = {"documents": {"outlet": "TEXT"}}
+DOCUMENT_COLUMNS = ("doc_id", "title", "text", "sha256", "source_path", "url", "date", "outlet")
 
 
 @dataclass(frozen=True)
@@ -101,6 +118,20 @@ class StoredFile:
     """A file of a generation as it was published."""
     size: int
     sha256: str
+
+
+@dataclass(frozen=True)
+class SegmentRecord:
+    """One segment as a generation lists it."""
+    name: str
+    documents: int  # rows in its SQLite, tombstoned ones included
+    chunks: int
+    deleted: tuple[str, ...] = ()  # tombstones: documents removed or replaced since it was written
+    deleted_chunks: int = 0
+
+    @property
+    def live_chunks(self) -> int:
+        return self.chunks - self.deleted_chunks
 
 
 @dataclass(frozen=True)
@@ -114,18 +145,33 @@ class Manifest:
     documents: int
     chunks: int
     created_at: str
-    files: dict[str, StoredFile] = field(default_factory=dict)  # empty in indexes from before checksums
+    # paths relative to the index directory (to the generation's folder in a legacy index);
+    # empty in legacy indexes from before checksums
+    files: dict[str, StoredFile] = field(default_factory=dict)
+    segments: tuple[SegmentRecord, ...] = ()
+    next_chunk_id: int = 1
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Manifest:
-        values = {k: data[k] for k in cls.__dataclass_fields__ if k != "files"}
+        values = {k: data[k] for k in cls.__dataclass_fields__ if k not in ("files", "segments", "next_chunk_id")}
         files = {name: StoredFile(**record) for name, record in data.get("files", {}).items()}
-        return cls(**values, files=files)
+        segments = tuple(SegmentRecord(**{**s, "deleted": tuple(s.get("deleted", ()))})
+                         for s in data.get("segments", ()))
+        if values["format_version"] == LEGACY_FORMAT:
+            segments = (SegmentRecord(LEGACY_SEGMENT, values["documents"], values["chunks"]),)
+        return cls(**values, files=files, segments=segments, next_chunk_id=int(data.get("next_chunk_id", 1)))
 
     def to_dict(self) -> dict[str, Any]:
         data = {k: getattr(self, k) for k in self.__dataclass_fields__}
         data["files"] = {name: {"size": f.size, "sha256": f.sha256} for name, f in self.files.items()}
+        data["segments"] = [{"name": s.name, "documents": s.documents, "chunks": s.chunks,
+                             "deleted": list(s.deleted), "deleted_chunks": s.deleted_chunks}
+                            for s in self.segments]
         return data
+
+    @property
+    def legacy(self) -> bool:
+        return self.format_version == LEGACY_FORMAT
 
 
 @dataclass(frozen=True)
@@ -143,17 +189,33 @@ class DamagedFile:
 @dataclass(frozen=True)
 class UpdateBase:
     """What `rag index` can build on, after checking every file of the index on disk."""
-    generation: Path | None  # newest generation whose manifest and SQLite are intact
+    generation: Path | None  # newest generation whose manifest and every segment's SQLite are intact
     manifest: Manifest | None  # that generation's manifest
     sources: list[str]  # from the newest readable manifest (it may be newer than `generation`)
     damage: tuple[str, ...]  # one line per problem found; empty when all is well
-    vectors_lost: bool  # the generation's FAISS file is damaged: rebuild it from SQLite
-    unchecked: bool  # written before checksums: publish once to record them
+    rewrite: frozenset[str]  # segments to copy from their SQLite (damaged FAISS/postings, legacy)
+    unrecoverable: frozenset[str]  # documents whose vectors no file holds any more: embed again
     fallback: bool  # `generation` is not the one CURRENT names
 
     @property
     def needs_publish(self) -> bool:
-        return bool(self.damage) or self.unchecked
+        return bool(self.damage or self.rewrite)
+
+
+def segment_folder(generation_dir: Path, name: str) -> Path:
+    """Where a segment's files are (a legacy generation's own files are its one segment)."""
+    return generation_dir if name == LEGACY_SEGMENT else generation_dir.parent.parent / SEGMENTS / name
+
+
+def merge_plan(segments: Sequence[SegmentRecord]) -> frozenset[str]:
+    """The segments an automatic merge should combine: every mostly-tombstoned one and, past
+    MAX_SEGMENTS, the smallest ones (so a big segment is rewritten only when much of it is gone)."""
+    chosen = {s.name for s in segments if s.chunks and s.deleted_chunks / s.chunks > MAX_TOMBSTONE_SHARE}
+    if len(segments) > MAX_SEGMENTS:
+        by_size = sorted(segments, key=lambda s: s.live_chunks)
+        chosen |= {s.name for s in by_size[:len(segments) - MAX_SEGMENTS // 2 + 1]}
+    return frozenset(chosen) if len(chosen) > 1 or any(
+        s.deleted for s in segments if s.name in chosen) else frozenset()
 
 
 # ----------------------------------------------------------------------------- reading
@@ -199,7 +261,7 @@ def read_manifest(generation_dir: Path) -> Manifest:
         raise DamagedFile(path, "missing").error() from None
     except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
         raise DamagedFile(path, _one_line(exc)).error() from None
-    if manifest.format_version != INDEX_FORMAT_VERSION:
+    if manifest.format_version not in (INDEX_FORMAT_VERSION, LEGACY_FORMAT):
         raise StoreError(
             f"the index at {generation_dir.parent.parent} has format version "
             f"{manifest.format_version}, this version reads {INDEX_FORMAT_VERSION}: rebuild it "
@@ -212,14 +274,15 @@ def _manifest_checksum(data: dict[str, Any]) -> str:
 
 
 def find_damage(generation_dir: Path, manifest: Manifest, *, checksums: bool) -> list[DamagedFile]:
-    """The files of a generation that differ from what its manifest recorded: sizes only (a few
-    stat calls), or checksums too (reads every file). An index from before checksums has no
-    records: with `checksums` its SQLite and FAISS files are probed instead."""
+    """The files of a generation's segments that differ from what its manifest recorded: sizes
+    only (a few stat calls), or checksums too (reads every file). A legacy index from before
+    checksums has no records: with `checksums` its SQLite and FAISS files are probed instead."""
     if not manifest.files:
-        return _probe_unrecorded(generation_dir) if checksums else []
+        return _probe_unrecorded(generation_dir) if checksums and manifest.legacy else []
+    root = generation_dir if manifest.legacy else generation_dir.parent.parent
     damaged = []
     for name, record in manifest.files.items():
-        path = generation_dir / name
+        path = root / name
         try:
             size = path.stat().st_size
         except FileNotFoundError:
@@ -277,6 +340,67 @@ def _read_vectors(path: Path):
         raise DamagedFile(path, _one_line(str(exc).splitlines()[-1] if str(exc) else exc)).error() from None
 
 
+class _Segment:
+    """One segment opened for reading, its tombstoned rows masked out."""
+
+    def __init__(self, generation_dir: Path, record: SegmentRecord) -> None:
+        folder = segment_folder(generation_dir, record.name)
+        db_path = folder / SQLITE
+        self.db = sqlite3.connect(f"file:{db_path}?mode=ro&immutable=1", uri=True, check_same_thread=False)
+        try:
+            tables = {row[0] for row in self.db.execute("SELECT name FROM sqlite_master")}
+            if not {"documents", "chunks", "sentences"} <= tables:
+                raise sqlite3.DatabaseError("its tables are missing")
+            self.vectors = _read_vectors(folder / VECTORS)
+            self.postings = _load_postings(folder / BM25_DIR)
+            self.deleted_docs = frozenset(record.deleted)
+            deleted_ids = np.asarray(sorted(_chunk_ids_of(self.db, record.deleted)), dtype=np.int64)
+        except sqlite3.DatabaseError as exc:
+            self.db.close()
+            raise DamagedFile(db_path, _one_line(exc)).error() from None
+        except StoreError:
+            self.db.close()
+            raise
+        ids = self.postings.chunk_ids
+        if len(ids) != self.vectors.ntotal:
+            self.db.close()
+            raise DamagedFile(folder / BM25_DIR, f"{len(ids)} rows for {self.vectors.ntotal} vectors").error()
+        self.live = None if not len(deleted_ids) else ~np.isin(ids, deleted_ids)
+        self.live_ids = ids if self.live is None else ids[self.live]
+        # kept referenced: FAISS holds only a pointer to the inner selector
+        self._deleted_selector = faiss.IDSelectorBatch(deleted_ids) if len(deleted_ids) else None
+        self.live_selector = faiss.IDSelectorNot(self._deleted_selector) if len(deleted_ids) else None
+        self.total_length = float(self.postings.lengths.sum() if self.live is None
+                                  else self.postings.lengths[self.live].sum())
+
+    @property
+    def size(self) -> int:
+        return len(self.live_ids)
+
+    def holds(self, chunk_ids: np.ndarray) -> np.ndarray:
+        """Which of the (live) chunk ids are this segment's."""
+        at = np.searchsorted(self.live_ids, chunk_ids)
+        return (at < len(self.live_ids)) & (self.live_ids[np.minimum(at, len(self.live_ids) - 1)] == chunk_ids)
+
+    def search(self, query: np.ndarray, k: int, allowed: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+        if allowed is not None:
+            allowed = allowed[self.holds(allowed)] if self.size else allowed[:0]
+            if not len(allowed):
+                return np.zeros(0, dtype=np.float32), np.zeros(0, dtype=np.int64)
+            selector = faiss.IDSelectorBatch(allowed)
+            scores, ids = self.vectors.search(query, min(k, len(allowed)), params=faiss.SearchParameters(sel=selector))
+        elif self.live_selector is not None:
+            scores, ids = self.vectors.search(query, min(k, self.size),
+                                              params=faiss.SearchParameters(sel=self.live_selector))
+        else:
+            scores, ids = self.vectors.search(query, min(k, self.size))
+        keep = ids[0] >= 0
+        return scores[0][keep], ids[0][keep]
+
+    def close(self) -> None:
+        self.db.close()
+
+
 class Store:
     """A read-only view of one published generation. Safe to share between threads."""
 
@@ -284,25 +408,24 @@ class Store:
         self.index_dir = index_dir
         self.generation_dir = generation_dir
         self.manifest = read_manifest(generation_dir)
+        if self.manifest.legacy:
+            raise StoreError(
+                f"the index at {index_dir} was written by an older version of Sanad (format "
+                f"{LEGACY_FORMAT}): run `rag index` to convert it (nothing is embedded again)")
         check_generation(generation_dir, self.manifest, checksums=check)
         # read on first use, then kept: a generation never changes (a race only reads them twice)
         self._metadata: list[tuple[str, str | None, str | None]] | None = None
         self._chunks_by_doc: dict[str, list[int]] | None = None
-        db_path = generation_dir / SQLITE
-        self._db = sqlite3.connect(f"file:{db_path}?mode=ro&immutable=1", uri=True, check_same_thread=False)
+        self._segment_of_doc: dict[str, _Segment] | None = None
+        self._segments: list[_Segment] = []
         try:
-            tables = {row[0] for row in self._db.execute("SELECT name FROM sqlite_master")}
-            if not {"documents", "chunks", "sentences"} <= tables:
-                raise sqlite3.DatabaseError("its tables are missing")
-            self._outlet = "d.outlet" if "outlet" in _columns(self._db, "documents") else "NULL"
-            self._vectors = _read_vectors(generation_dir / VECTORS)
-            self._bm25, self._bm25_positions = _load_bm25(generation_dir / BM25_DIR)
-        except sqlite3.DatabaseError as exc:
-            self._db.close()
-            raise DamagedFile(db_path, _one_line(exc)).error() from None
+            for record in self.manifest.segments:
+                self._segments.append(_Segment(generation_dir, record))
         except StoreError:
-            self._db.close()
+            self.close()
             raise
+        self._size = sum(s.size for s in self._segments)
+        self._average_length = sum(s.total_length for s in self._segments) / max(1, self._size)
 
     @classmethod
     def open(cls, index_dir: str | Path, *, check: bool = False) -> Store:
@@ -329,62 +452,101 @@ class Store:
         return current_generation(self.index_dir) == self.generation_dir
 
     def close(self) -> None:
-        self._db.close()
+        for segment in self._segments:
+            segment.close()
 
     @property
     def size(self) -> int:
-        return int(self._vectors.ntotal)
+        return self._size
+
+    @property
+    def segment_names(self) -> list[str]:
+        return [s.name for s in self.manifest.segments]
 
     def dense_search(self, query: np.ndarray, k: int, allowed: np.ndarray | None = None) -> list[tuple[int, float]]:
         """The k chunks nearest to `query`, among the `allowed` chunk ids when given."""
         if self.size == 0 or k <= 0 or (allowed is not None and len(allowed) == 0):
             return []
         query = np.asarray(query, dtype=np.float32).reshape(1, -1)
-        if allowed is None:
-            scores, ids = self._vectors.search(query, min(k, self.size))
-        else:  # exact search over the allowed vectors only, so k come back however few they are
-            selector = faiss.IDSelectorBatch(np.asarray(allowed, dtype=np.int64))
-            scores, ids = self._vectors.search(query, min(k, len(allowed)),
-                                               params=faiss.SearchParameters(sel=selector))
-        return [(int(i), float(s)) for i, s in zip(ids[0], scores[0]) if i >= 0]
+        allowed = None if allowed is None else np.asarray(allowed, dtype=np.int64)
+        found = [s.search(query, k, allowed) for s in self._segments if s.size]
+        scores = np.concatenate([f[0] for f in found]) if found else np.zeros(0)
+        ids = np.concatenate([f[1] for f in found]) if found else np.zeros(0, dtype=np.int64)
+        best = np.argsort(-scores, kind="stable")[:k]
+        return [(int(ids[i]), float(scores[i])) for i in best]
 
     def dense_scores(self, query: np.ndarray, chunk_ids: Sequence[int]) -> dict[int, float]:
         """Exact inner products for given chunks (vectors are reconstructed from the index)."""
-        if not chunk_ids:
+        if not len(chunk_ids):
             return {}
-        vectors = np.vstack([self._vectors.reconstruct(int(i)) for i in chunk_ids])
+        vectors = self.vectors_of(chunk_ids)
         return dict(zip(map(int, chunk_ids), (vectors @ query.astype(np.float32)).tolist()))
+
+    def vectors_of(self, chunk_ids: Sequence[int]) -> np.ndarray:
+        """The stored vectors of live chunks, in the given order."""
+        ids = np.asarray(chunk_ids, dtype=np.int64)
+        out = np.zeros((len(ids), self._segments[0].vectors.d if self._segments else 0), dtype=np.float32)
+        found = np.zeros(len(ids), dtype=bool)
+        for segment in self._segments:
+            mine = segment.holds(ids) & ~found
+            if mine.any():
+                out[mine] = segment.vectors.reconstruct_batch(ids[mine])
+                found |= mine
+        if not found.all():
+            raise StoreError(f"chunk {int(ids[~found][0])} is not in the index at {self.index_dir}")
+        return out
 
     def bm25_scores(self, tokens: list[str]) -> dict[int, float]:
         """chunk_id → BM25 score, for every chunk that matches at least one token."""
-        if not tokens or self._bm25 is None:
+        if not tokens or self.size == 0:
             return {}
-        scores = self._bm25.get_scores(tokens)
-        hits = np.flatnonzero(scores > 0)
-        return dict(zip(self._bm25_positions[hits].tolist(), scores[hits].tolist()))
+        frequencies = self.document_frequencies(tokens)
+        weighted = [(t, lucene_idf(self.size, frequencies[t])) for t in tokens if frequencies[t]]
+        out: dict[int, float] = {}
+        for segment in self._segments:
+            scores = segment.postings.scores(weighted, self._average_length)
+            if segment.live is not None:
+                scores[~segment.live] = 0
+            hits = np.flatnonzero(scores > 0)
+            out.update(zip(segment.postings.chunk_ids[hits].tolist(), scores[hits].tolist()))
+        return out
 
     def document_frequencies(self, tokens: Iterable[str]) -> dict[str, int]:
-        """In how many chunks each lexical token occurs (0 for tokens the corpus lacks)."""
-        if self._bm25 is None:
-            return {token: 0 for token in tokens}
-        vocab, indptr = self._bm25.vocab_dict, self._bm25.scores["indptr"]
-        return {token: int(indptr[vocab[token] + 1] - indptr[vocab[token]]) if token in vocab else 0
+        """In how many live chunks each lexical token occurs (0 for tokens the corpus lacks)."""
+        return {token: sum(s.postings.document_frequency(token, s.live) for s in self._segments)
                 for token in set(tokens)}
 
     def chunks(self, chunk_ids: Iterable[int]) -> dict[int, StoredChunk]:
-        ids = list(dict.fromkeys(int(i) for i in chunk_ids))
-        if not ids:
-            return {}
-        marks = ",".join("?" * len(ids))
-        rows = self._db.execute(
-            f'SELECT c.chunk_id, c.doc_id, d.title, c.ordinal, c.start, c."end", c.text, {self._outlet}, '
-            f"d.date, d.url FROM chunks c JOIN documents d USING (doc_id) WHERE c.chunk_id IN ({marks})", ids)
-        return {row[0]: StoredChunk(*row) for row in rows}
+        ids = np.asarray(list(dict.fromkeys(int(i) for i in chunk_ids)), dtype=np.int64)
+        out: dict[int, StoredChunk] = {}
+        for segment in self._segments:
+            mine = ids[segment.holds(ids)].tolist() if len(ids) else []
+            if not mine:
+                continue
+            marks = ",".join("?" * len(mine))
+            rows = segment.db.execute(
+                f'SELECT c.chunk_id, c.doc_id, d.title, c.ordinal, c.start, c."end", c.text, d.outlet, '
+                f"d.date, d.url FROM chunks c JOIN documents d USING (doc_id) WHERE c.chunk_id IN ({marks})", mine)
+            out.update((row[0], StoredChunk(*row)) for row in rows)
+        return out
+
+    def _owner(self, doc_id: str) -> _Segment | None:
+        if self._segment_of_doc is None:
+            owners = {}
+            for segment in self._segments:
+                for (found,) in segment.db.execute("SELECT doc_id FROM documents"):
+                    if found not in segment.deleted_docs:
+                        owners[found] = segment
+            self._segment_of_doc = owners
+        return self._segment_of_doc.get(doc_id)
 
     def sentences_in(self, doc_id: str, start: int, end: int) -> list[tuple[int, int, np.ndarray]]:
         """(start, end, vector) of the stored sentences of a document inside [start, end), in
         document order; a sentence stored twice (chunk overlap) is listed once."""
-        rows = self._db.execute(
+        segment = self._owner(doc_id)
+        if segment is None:
+            return []
+        rows = segment.db.execute(
             'SELECT s.start, s."end", s.vector FROM sentences s JOIN chunks c USING (chunk_id) '
             'WHERE c.doc_id = ? AND s.start >= ? AND s."end" <= ? ORDER BY s.start, c.chunk_id',
             (doc_id, start, end))
@@ -394,50 +556,96 @@ class Store:
         return [(s, e, v) for (s, e), v in seen.items()]
 
     def text_span(self, doc_id: str, start: int, end: int) -> str:
-        row = self._db.execute("SELECT substr(text, ?, ?) FROM documents WHERE doc_id = ?",
-                               (start + 1, end - start, doc_id)).fetchone()
+        segment = self._owner(doc_id)
+        row = segment.db.execute("SELECT substr(text, ?, ?) FROM documents WHERE doc_id = ?",
+                                 (start + 1, end - start, doc_id)).fetchone() if segment else None
         return row[0] if row else ""
 
     def document(self, doc_id: str) -> Document | None:
-        row = self._db.execute(
-            f"SELECT doc_id, title, text, sha256, source_path, url, date, {self._outlet} FROM documents d "
-            "WHERE doc_id = ?", (doc_id,)).fetchone()
+        segment = self._owner(doc_id)
+        row = segment.db.execute(
+            "SELECT doc_id, title, text, sha256, source_path, url, date, outlet FROM documents "
+            "WHERE doc_id = ?", (doc_id,)).fetchone() if segment else None
         return Document(*row) if row else None
+
+    def _live_rows(self, query: str) -> list[tuple]:
+        """Rows of `query` (first column a doc_id) from every segment, tombstones left out."""
+        return [row for segment in self._segments for row in segment.db.execute(query)
+                if row[0] not in segment.deleted_docs]
 
     def document_metadata(self) -> list[tuple[str, str | None, str | None]]:
         """(doc_id, outlet, date) of every document, by id; read once per generation."""
         if self._metadata is None:
-            self._metadata = self._db.execute(
-                f"SELECT doc_id, {self._outlet}, date FROM documents d ORDER BY doc_id").fetchall()
+            self._metadata = sorted(self._live_rows("SELECT doc_id, outlet, date FROM documents"))
         return self._metadata
 
     def chunk_ids_of(self, doc_ids: Iterable[str]) -> np.ndarray:
         """The chunk ids of the given documents (vector ids in FAISS)."""
         if self._chunks_by_doc is None:
             by_doc: dict[str, list[int]] = {}
-            for chunk_id, doc_id in self._db.execute("SELECT chunk_id, doc_id FROM chunks"):
+            for doc_id, chunk_id in self._live_rows("SELECT doc_id, chunk_id FROM chunks"):
                 by_doc.setdefault(doc_id, []).append(chunk_id)
             self._chunks_by_doc = by_doc
         ids = [i for doc_id in doc_ids for i in self._chunks_by_doc.get(doc_id, ())]
         return np.asarray(sorted(ids), dtype=np.int64)
 
     def document_sources(self) -> dict[str, str]:
-        return dict(self._db.execute("SELECT doc_id, source_path FROM documents"))
+        return dict(self._live_rows("SELECT doc_id, source_path FROM documents"))
 
     def document_ids(self) -> list[str]:
-        return [r[0] for r in self._db.execute("SELECT doc_id FROM documents ORDER BY doc_id")]
+        return sorted(row[0] for row in self._live_rows("SELECT doc_id FROM documents"))
 
     def indexed_documents(self, uploads_dir: Path) -> list[IndexedDocument]:
-        return _indexed_documents(self._db, uploads_dir)
+        return sorted((d for segment in self._segments for d in _indexed_documents(segment.db, uploads_dir)
+                       if d.doc_id not in segment.deleted_docs), key=lambda d: d.doc_id)
+
+
+def _chunk_ids_of(db: sqlite3.Connection, doc_ids: Iterable[str]) -> list[int]:
+    doc_ids = list(doc_ids)
+    ids: list[int] = []
+    for i in range(0, len(doc_ids), 500):
+        batch = doc_ids[i:i + 500]
+        ids += [r[0] for r in db.execute(
+            f"SELECT chunk_id FROM chunks WHERE doc_id IN ({','.join('?' * len(batch))})", batch)]
+    return ids
+
+
+def _load_postings(folder: Path) -> Postings:
+    try:
+        return Postings.load(folder)
+    except (OSError, ValueError, KeyError, EOFError) as exc:
+        raise DamagedFile(folder, _one_line(exc)).error() from None
+
+
+def _live_documents(generation_dir: Path, manifest: Manifest, query: str) -> list[tuple]:
+    """Rows of `query` (first column a doc_id) over a generation's segments, without loading
+    vectors; tombstoned documents left out."""
+    rows = []
+    for record in manifest.segments:
+        db = _open_readonly(segment_folder(generation_dir, record.name) / SQLITE)
+        try:
+            gone = set(record.deleted)
+            rows += [row for row in db.execute(query) if row[0] not in gone]
+        finally:
+            db.close()
+    return rows
+
+
+def _open_readonly(path: Path) -> sqlite3.Connection:
+    return sqlite3.connect(f"file:{path}?mode=ro&immutable=1", uri=True)
 
 
 def indexed_documents(generation_dir: Path, uploads_dir: Path) -> list[IndexedDocument]:
     """Every document of a generation, by id, without loading its vectors."""
-    db = sqlite3.connect(f"file:{generation_dir / SQLITE}?mode=ro&immutable=1", uri=True)
-    try:
-        return _indexed_documents(db, uploads_dir)
-    finally:
-        db.close()
+    manifest = read_manifest(generation_dir)
+    documents = []
+    for record in manifest.segments:
+        db = _open_readonly(segment_folder(generation_dir, record.name) / SQLITE)
+        try:
+            documents += [d for d in _indexed_documents(db, uploads_dir) if d.doc_id not in record.deleted]
+        finally:
+            db.close()
+    return sorted(documents, key=lambda d: d.doc_id)
 
 
 def _indexed_documents(db: sqlite3.Connection, uploads_dir: Path) -> list[IndexedDocument]:
@@ -452,25 +660,22 @@ def _indexed_documents(db: sqlite3.Connection, uploads_dir: Path) -> list[Indexe
             for doc_id, title, source, chunks, characters, url, date, outlet in rows]
 
 
-def _columns(db: sqlite3.Connection, table: str) -> set[str]:
-    return {row[1] for row in db.execute(f"PRAGMA table_info({table})")}
+def _columns(db: sqlite3.Connection, table: str, schema: str = "main") -> set[str]:
+    return {row[1] for row in db.execute(f"PRAGMA {schema}.table_info({table})")}
 
 
 def stored_document_hashes(generation_dir: Path) -> dict[str, tuple[str, int]]:
     """doc_id → (content hash, number of chunks) in a generation."""
-    db = sqlite3.connect(f"file:{generation_dir / SQLITE}?mode=ro&immutable=1", uri=True)
-    try:
-        rows = db.execute(
-            "SELECT d.doc_id, d.sha256, COUNT(c.chunk_id) FROM documents d "
-            "LEFT JOIN chunks c USING (doc_id) GROUP BY d.doc_id").fetchall()
-    finally:
-        db.close()
+    manifest = read_manifest(generation_dir)
+    rows = _live_documents(generation_dir, manifest,
+                           "SELECT d.doc_id, d.sha256, COUNT(c.chunk_id) FROM documents d "
+                           "LEFT JOIN chunks c USING (doc_id) GROUP BY d.doc_id")
     return {doc_id: (sha, n) for doc_id, sha, n in rows}
 
 
-def documents_without_vectors(generation_dir: Path) -> set[str]:
-    """Documents with chunks whose vectors SQLite has no copy of (indexes from before the copy)."""
-    db = sqlite3.connect(f"file:{generation_dir / SQLITE}?mode=ro&immutable=1", uri=True)
+def _documents_without_vectors(folder: Path) -> set[str]:
+    """Documents with chunks whose vectors SQLite has no copy of (legacy indexes before the copy)."""
+    db = _open_readonly(folder / SQLITE)
     try:
         has_copy = db.execute(
             "SELECT 1 FROM sqlite_master WHERE name = 'chunk_vectors'").fetchone() is not None
@@ -485,8 +690,9 @@ def find_update_base(index_dir: Path) -> UpdateBase:
     """Check the index with checksums and choose what the next generation is built from.
 
     The generation CURRENT names comes first, then the others newest first: the first one whose
-    manifest and SQLite are intact is the base (its BM25 is rebuilt at publish anyway, its FAISS
-    vectors from SQLite when damaged). With none, the index is rebuilt from its sources."""
+    manifest and every segment's SQLite are intact is the base. Its segments with a damaged FAISS
+    or postings file are copied from their SQLite into the next segment (see `rewrite`). With
+    none, the index is rebuilt from its sources."""
     damage: list[str] = []
     pointed, pointer_damage = _pointed_generation(index_dir)
     others = sorted((p for p in (index_dir / GENERATIONS).glob("gen-*") if p.is_dir()), reverse=True)
@@ -506,26 +712,18 @@ def find_update_base(index_dir: Path) -> UpdateBase:
         damage += [str(d) for d in damaged]
         if any(d.path.name == SQLITE for d in damaged):
             continue
-        return UpdateBase(generation, manifest, sources, tuple(damage),
-                          vectors_lost=any(d.path.name == VECTORS for d in damaged),
-                          unchecked=not manifest.files, fallback=generation != pointed)
-    return UpdateBase(None, None, sources or [], tuple(damage), vectors_lost=False, unchecked=False,
-                      fallback=False)
-
-
-def _load_bm25(folder: Path):
-    if not (folder / "positions.npy").is_file():
-        return None, np.zeros(0, dtype=np.int64)
-    import bm25s
-
-    try:
-        positions = np.load(folder / "positions.npy")
-        if positions.size == 0:
-            return None, positions
-        model = bm25s.BM25.load(str(folder), mmap=False, show_progress=False)
-    except (OSError, ValueError, KeyError, EOFError) as exc:
-        raise DamagedFile(folder, _one_line(exc)).error() from None
-    return model, positions
+        rewrite = {LEGACY_SEGMENT} if manifest.legacy else set()
+        unrecoverable: set[str] = set()
+        for record in manifest.segments:
+            folder = segment_folder(generation, record.name)
+            hit = [d for d in damaged if d.path.is_relative_to(folder)]
+            if hit:
+                rewrite.add(record.name)
+            if any(d.path.name == VECTORS for d in hit):
+                unrecoverable |= _documents_without_vectors(folder) - set(record.deleted)
+        return UpdateBase(generation, manifest, sources, tuple(damage), frozenset(rewrite),
+                          frozenset(unrecoverable), fallback=generation != pointed)
+    return UpdateBase(None, None, sources or [], tuple(damage), frozenset(), frozenset(), fallback=False)
 
 
 # ----------------------------------------------------------------------------- writing
@@ -550,108 +748,135 @@ def writer_lock(index_dir: Path, on_wait=None):
 
 
 class GenerationWriter:
-    """Builds the next generation next to the current one. Use only under `writer_lock`.
+    """Builds the next generation: the base's segments (by reference, tombstones added by
+    `remove_documents`) plus one new segment. Use only under `writer_lock`.
 
-    base: the generation to start from (None: empty). vectors_from_db: the base's FAISS file is
-    damaged, so its vectors come from SQLite's copy. A write that fails (disk full …) removes
-    everything this writer made and raises one StoreError saying what filled up."""
+    base: the generation to start from (None: empty). rewrite: base segments whose live rows are
+    copied into the new segment from their SQLite (a merge, a damaged FAISS or postings file, a
+    legacy index); their own files are then no longer listed. A write that fails (disk full …)
+    removes everything this writer made and raises one StoreError saying what filled up."""
 
     def __init__(self, index_dir: Path, base: Path | None, dimension: int, *,
-                 vectors_from_db: bool = False) -> None:
+                 rewrite: Iterable[str] = ()) -> None:
         self.index_dir = index_dir
+        self.dimension = dimension
         self.published: Path | None = None
-        generations = index_dir / GENERATIONS
+        self.published_segment: Path | None = None
+        generations, segments = index_dir / GENERATIONS, index_dir / SEGMENTS
         with _failing_cleanly(index_dir, self.abandon):
             generations.mkdir(parents=True, exist_ok=True)
+            segments.mkdir(exist_ok=True)
             _remove_abandoned(generations)
+            _remove_abandoned(segments)
             self.name = _next_generation_name(generations)
-            self.staging = generations / f".staging-{self.name}-{os.getpid()}"
+            self.segment_name = "seg-" + self.name.split("-", 1)[1]
+            self.staging = segments / f".staging-{self.segment_name}-{os.getpid()}"
             self.staging.mkdir()
-            self.db = sqlite3.connect(self.staging / SQLITE)
-            if base is not None:
-                source = sqlite3.connect(f"file:{base / SQLITE}?mode=ro", uri=True)
-                source.backup(self.db)
-                source.close()
+            self.db = sqlite3.connect(f"file:{self.staging / SQLITE}", uri=True)
             self.db.execute("PRAGMA foreign_keys = ON")
             self.db.executescript(_SCHEMA)
-            for table, added in ADDED_COLUMNS.items():
-                for column in added.keys() - _columns(self.db, table):
-                    self.db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {added[column]}")
-            if base is None or vectors_from_db:
-                self.vectors = faiss.IndexIDMap2(faiss.IndexFlatIP(dimension))
-                self._add_stored_vectors(dimension, base)
-            else:
-                self.vectors = _read_vectors(base / VECTORS)
-                self._store_missing_vectors()
-            if self.vectors.d != dimension:
-                raise StoreError(f"vector dimension {self.vectors.d} in {base} does not match "
-                                 f"the model's {dimension}: run `rag index --full`")
+            manifest = read_manifest(base) if base is not None else None
+            self.base_files = manifest.files if manifest is not None else {}
+            self.next_chunk_id = manifest.next_chunk_id if manifest is not None else 1
+            rewrite = set(rewrite) | ({LEGACY_SEGMENT} if manifest is not None and manifest.legacy else set())
+            self.kept: dict[str, SegmentRecord] = {}
+            for record in manifest.segments if manifest is not None else ():
+                if record.name in rewrite:
+                    self._copy_segment(segment_folder(base, record.name), record)
+                else:
+                    self.kept[record.name] = record
+            self.kept_folders = {name: segment_folder(base, name) for name in self.kept} if base else {}
 
-    def _add_stored_vectors(self, dimension: int, base: Path | None) -> None:
-        rows = self.db.execute("SELECT chunk_id, vector FROM chunk_vectors ORDER BY chunk_id").fetchall()
-        if not rows:
-            return
-        vectors = np.vstack([np.frombuffer(blob, dtype=np.float32) for _, blob in rows])
-        if vectors.shape[1] != dimension:
-            raise StoreError(f"vector dimension {vectors.shape[1]} in {base} does not match "
-                             f"the model's {dimension}: run `rag index --full`")
-        self.vectors.add_with_ids(vectors, np.asarray([r[0] for r in rows], dtype=np.int64))
-
-    def _store_missing_vectors(self) -> None:
-        """Give an index from before the SQLite copy of the vectors its copy, from FAISS."""
+    def _copy_segment(self, folder: Path, record: SegmentRecord) -> None:
+        """Copy a segment's live documents, chunks, sentences and vectors into the new one."""
+        self.db.execute("ATTACH DATABASE ? AS old", (f"file:{folder / SQLITE}?mode=ro&immutable=1",))
+        self.db.execute("CREATE TEMP TABLE IF NOT EXISTS gone (doc_id TEXT PRIMARY KEY)")
+        self.db.execute("DELETE FROM gone")
+        self.db.executemany("INSERT OR IGNORE INTO gone VALUES (?)", [(d,) for d in record.deleted])
+        columns = ", ".join(c if c in _columns(self.db, "documents", "old") else "NULL" for c in DOCUMENT_COLUMNS)
+        live = "doc_id NOT IN (SELECT doc_id FROM gone)"
+        self.db.execute(f"INSERT INTO documents ({', '.join(DOCUMENT_COLUMNS)}) "
+                        f"SELECT {columns} FROM old.documents WHERE {live}")
+        self.db.execute('INSERT INTO chunks (chunk_id, doc_id, ordinal, start, "end", text, n_tokens) '
+                        f'SELECT chunk_id, doc_id, ordinal, start, "end", text, n_tokens FROM old.chunks WHERE {live}')
+        self.db.execute('INSERT INTO sentences (chunk_id, start, "end", vector) SELECT s.chunk_id, s.start, '
+                        's."end", s.vector FROM old.sentences s JOIN old.chunks c USING (chunk_id) '
+                        f"WHERE c.{live}")
+        if "chunk_vectors" in {r[0] for r in self.db.execute("SELECT name FROM old.sqlite_master")}:
+            self.db.execute("INSERT INTO chunk_vectors (chunk_id, vector) SELECT v.chunk_id, v.vector "
+                            f"FROM old.chunk_vectors v JOIN old.chunks c USING (chunk_id) WHERE c.{live}")
+        top = self.db.execute("SELECT MAX(chunk_id) FROM old.chunks").fetchone()[0]
+        self.next_chunk_id = max(self.next_chunk_id, (top or 0) + 1)
+        self.db.commit()
+        self.db.execute("DETACH DATABASE old")
         missing = [r[0] for r in self.db.execute(
-            "SELECT c.chunk_id FROM chunks c LEFT JOIN chunk_vectors v USING (chunk_id) "
-            "WHERE v.chunk_id IS NULL")]
-        if missing:
-            vectors = self.vectors.reconstruct_batch(np.asarray(missing, dtype=np.int64))
+            "SELECT c.chunk_id FROM chunks c LEFT JOIN chunk_vectors v USING (chunk_id) WHERE v.chunk_id IS NULL")]
+        if missing:  # a legacy index from before the SQLite copy: its FAISS file holds them
+            try:
+                vectors = _read_vectors(folder / VECTORS).reconstruct_batch(np.asarray(missing, dtype=np.int64))
+            except StoreError:
+                return  # lost: the caller embeds those documents again (UpdateBase.unrecoverable)
             self.db.executemany("INSERT INTO chunk_vectors (chunk_id, vector) VALUES (?, ?)",
                                 [(i, v.astype(np.float32).tobytes()) for i, v in zip(missing, vectors)])
 
     def remove_documents(self, doc_ids: Iterable[str]) -> int:
-        doc_ids = list(doc_ids)
+        """Take documents out: from the new segment directly, from kept segments by tombstones."""
+        doc_ids = list(dict.fromkeys(doc_ids))
         if not doc_ids:
             return 0
-        chunk_ids: list[int] = []
+        removed = 0
         with _failing_cleanly(self.index_dir, self.abandon):
             for i in range(0, len(doc_ids), 500):
                 batch = doc_ids[i:i + 500]
                 marks = ",".join("?" * len(batch))
-                chunk_ids += [r[0] for r in self.db.execute(
-                    f"SELECT chunk_id FROM chunks WHERE doc_id IN ({marks})", batch)]
-                self.db.execute(f"DELETE FROM chunks WHERE doc_id IN ({marks})", batch)
+                removed += self.db.execute(f"SELECT COUNT(*) FROM chunks WHERE doc_id IN ({marks})",
+                                           batch).fetchone()[0]
                 self.db.execute(f"DELETE FROM documents WHERE doc_id IN ({marks})", batch)
-        if chunk_ids:
-            self.vectors.remove_ids(np.asarray(chunk_ids, dtype=np.int64))
-        return len(chunk_ids)
+            for name, record in list(self.kept.items()):
+                db = _open_readonly(self.kept_folders[name] / SQLITE)
+                try:
+                    wanted = [d for d in doc_ids if d not in record.deleted]
+                    found = {}
+                    for i in range(0, len(wanted), 500):
+                        batch = wanted[i:i + 500]
+                        found.update(db.execute(
+                            "SELECT d.doc_id, COUNT(c.chunk_id) FROM documents d LEFT JOIN chunks c "
+                            f"USING (doc_id) WHERE d.doc_id IN ({','.join('?' * len(batch))}) GROUP BY d.doc_id",
+                            batch).fetchall())
+                finally:
+                    db.close()
+                if found:
+                    removed += sum(found.values())
+                    self.kept[name] = replace(record, deleted=(*record.deleted, *sorted(found)),
+                                              deleted_chunks=record.deleted_chunks + sum(found.values()))
+        return removed
 
     def add_document(self, doc: Document, chunks: Sequence[Chunk], vectors: np.ndarray,
                      sentence_vectors: Sequence[np.ndarray]) -> None:
         if not (len(chunks) == len(vectors) == len(sentence_vectors)):
             raise StoreError(f"{doc.doc_id}: {len(chunks)} chunks but {len(vectors)} vectors")
         vectors = np.asarray(vectors, dtype=np.float32)
-        ids = []
         with _failing_cleanly(self.index_dir, self.abandon):
             self.db.execute(
-                "INSERT INTO documents (doc_id, title, text, sha256, source_path, url, date, outlet) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                f"INSERT INTO documents ({', '.join(DOCUMENT_COLUMNS)}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                 (doc.doc_id, doc.title, doc.text, doc.sha256, doc.source_path, doc.url, doc.date, doc.outlet))
             for chunk, vector, sentence_block in zip(chunks, vectors, sentence_vectors):
-                cursor = self.db.execute(
-                    'INSERT INTO chunks (doc_id, ordinal, start, "end", text, n_tokens) '
-                    "VALUES (?, ?, ?, ?, ?, ?)",
-                    (doc.doc_id, chunk.ordinal, chunk.start, chunk.end, chunk.text, chunk.n_tokens))
-                ids.append(cursor.lastrowid)
+                chunk_id = self.next_chunk_id
+                self.next_chunk_id += 1
+                self.db.execute(
+                    'INSERT INTO chunks (chunk_id, doc_id, ordinal, start, "end", text, n_tokens) '
+                    "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    (chunk_id, doc.doc_id, chunk.ordinal, chunk.start, chunk.end, chunk.text, chunk.n_tokens))
                 self.db.execute("INSERT INTO chunk_vectors (chunk_id, vector) VALUES (?, ?)",
-                                (cursor.lastrowid, vector.tobytes()))
+                                (chunk_id, vector.tobytes()))
                 self.db.executemany(
                     'INSERT INTO sentences (chunk_id, start, "end", vector) VALUES (?, ?, ?, ?)',
-                    [(cursor.lastrowid, start, end, v.astype(SENTENCE_DTYPE).tobytes())
+                    [(chunk_id, start, end, v.astype(SENTENCE_DTYPE).tobytes())
                      for (start, end), v in zip(chunk.sentences, sentence_block)])
-        if ids:
-            self.vectors.add_with_ids(vectors, np.asarray(ids, dtype=np.int64))
 
     def publish(self, manifest: dict[str, Any], lexical_tokens) -> Manifest:
-        """Write BM25, vectors and manifest, then make this generation current in one step.
+        """Write the new segment's BM25 postings and vectors, then the manifest, then make this
+        generation current in one step.
 
         lexical_tokens(title, text) → tokens of one chunk for the BM25 index."""
         with _failing_cleanly(self.index_dir, self.abandon):
@@ -660,29 +885,55 @@ class GenerationWriter:
                 "SELECT c.chunk_id, d.title, c.text FROM chunks c JOIN documents d USING (doc_id) "
                 "ORDER BY c.chunk_id"))
             n_docs = self.db.execute("SELECT COUNT(*) FROM documents").fetchone()[0]
+            stored = self.db.execute("SELECT chunk_id, vector FROM chunk_vectors ORDER BY chunk_id").fetchall()
             self.db.close()
-            if self.vectors.ntotal != len(rows):
-                raise StoreError(f"internal error: {self.vectors.ntotal} vectors for {len(rows)} chunks")
-            _write_bm25(self.staging / BM25_DIR, rows, lexical_tokens)
-            # serialized here rather than by faiss.write_index, whose failures (a full disk)
-            # come back as a RuntimeError without the errno
-            with open(self.staging / VECTORS, "wb") as fh:
-                fh.write(faiss.serialize_index(self.vectors).tobytes())
+            if len(stored) != len(rows):
+                raise StoreError(f"internal error: {len(stored)} vectors for {len(rows)} chunks")
+            segments = [record for record in self.kept.values() if record.documents > len(record.deleted)]
+            files = {path: record for s in segments for path, record in self.base_files.items()
+                     if path.startswith(f"{SEGMENTS}/{s.name}/")}
+            generations = self.index_dir / GENERATIONS
+            if rows or n_docs:
+                vectors = faiss.IndexIDMap2(faiss.IndexFlatIP(self.dimension))
+                if stored:
+                    matrix = np.vstack([np.frombuffer(blob, dtype=np.float32) for _, blob in stored])
+                    if matrix.shape[1] != self.dimension:
+                        raise StoreError(f"vector dimension {matrix.shape[1]} in the index does not match "
+                                         f"the model's {self.dimension}: run `rag index --full`")
+                    vectors.add_with_ids(matrix, np.asarray([i for i, _ in stored], dtype=np.int64))
+                _write_bm25(self.staging / BM25_DIR, rows, lexical_tokens)
+                # serialized here rather than by faiss.write_index, whose failures (a full disk)
+                # come back as a RuntimeError without the errno
+                with open(self.staging / VECTORS, "wb") as fh:
+                    fh.write(faiss.serialize_index(vectors).tobytes())
+                prefix = f"{SEGMENTS}/{self.segment_name}/"
+                files.update({prefix + name: record for name, record in _seal(self.staging).items()})
+                final_segment = self.index_dir / SEGMENTS / self.segment_name
+                os.replace(self.staging, final_segment)
+                self.published_segment = final_segment
+                _fsync_dir(final_segment.parent)
+                segments.append(SegmentRecord(self.segment_name, n_docs, len(rows)))
+            else:
+                shutil.rmtree(self.staging)
             full = Manifest(generation=self.name, format_version=INDEX_FORMAT_VERSION,
-                            documents=n_docs, chunks=len(rows),
+                            documents=sum(s.documents - len(s.deleted) for s in segments),
+                            chunks=sum(s.live_chunks for s in segments),
                             created_at=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-                            files=_seal(self.staging), **manifest)
+                            files=files, segments=tuple(segments), next_chunk_id=self.next_chunk_id,
+                            **manifest)
             data = full.to_dict()
             data[MANIFEST_CHECKSUM] = _manifest_checksum(data)
-            _write_synced(self.staging / MANIFEST,
-                          json.dumps(data, indent=2, ensure_ascii=False) + "\n")
-            _fsync_dir(self.staging)
-            final = self.index_dir / GENERATIONS / self.name
-            os.replace(self.staging, final)
+            staging = generations / f".staging-{self.name}-{os.getpid()}"
+            staging.mkdir()
+            _write_synced(staging / MANIFEST, json.dumps(data, indent=2, ensure_ascii=False) + "\n")
+            _fsync_dir(staging)
+            final = generations / self.name
+            os.replace(staging, final)
             self.published = final
+            _fsync_dir(generations)
             _atomic_write(self.index_dir / CURRENT_FILE, json.dumps(
                 {"generation": self.name, "check": _name_check(self.name)}) + "\n")
-        _remove_old_generations(self.index_dir / GENERATIONS, keep={self.name})
+        _remove_unreferenced(self.index_dir, keep={self.name})
         return full
 
     def abandon(self) -> None:
@@ -693,8 +944,13 @@ class GenerationWriter:
             pass
         if hasattr(self, "staging"):
             shutil.rmtree(self.staging, ignore_errors=True)
-        if self.published is not None and _pointed_generation(self.index_dir)[0] != self.published:
+        _remove_abandoned(self.index_dir / GENERATIONS)
+        if self.published is not None and _pointed_generation(self.index_dir)[0] == self.published:
+            return
+        if self.published is not None:
             shutil.rmtree(self.published, ignore_errors=True)
+        if self.published_segment is not None:
+            shutil.rmtree(self.published_segment, ignore_errors=True)
 
 
 @contextmanager
@@ -734,17 +990,7 @@ def _write_failure(index_dir: Path, exc: BaseException) -> StoreError:
 
 
 def _write_bm25(folder: Path, rows: list[tuple[int, str, str]], lexical_tokens) -> None:
-    folder.mkdir()
-    positions = np.asarray([r[0] for r in rows], dtype=np.int64)
-    np.save(folder / "positions.npy", positions)
-    if not rows:
-        return
-    import bm25s
-
-    corpus = [lexical_tokens(title, text) or [""] for _, title, text in rows]
-    model = bm25s.BM25(k1=BM25_K1, b=BM25_B, method="lucene")
-    model.index(corpus, show_progress=False)
-    model.save(str(folder), show_progress=False)
+    Postings.build(rows, lexical_tokens).save(folder)
 
 
 def _next_generation_name(generations: Path) -> str:
@@ -752,18 +998,29 @@ def _next_generation_name(generations: Path) -> str:
     return f"gen-{max(numbers, default=0) + 1:06d}"
 
 
-def _remove_abandoned(generations: Path) -> None:
+def _remove_abandoned(folder: Path) -> None:
     """Staging folders of writers that died; safe because the caller holds the writer lock."""
-    for path in generations.glob(".staging-*"):
+    for path in folder.glob(".staging-*"):
         shutil.rmtree(path, ignore_errors=True)
 
 
-def _remove_old_generations(generations: Path, keep: set[str]) -> None:
-    """Keep the new generation and the one before it (a reader may still be opening it)."""
+def _remove_unreferenced(index_dir: Path, keep: set[str]) -> None:
+    """Keep the new generation and the one before it (a reader may still be opening it), and
+    the segments those two list; delete older generations and every other segment."""
+    generations = index_dir / GENERATIONS
     names = sorted(p.name for p in generations.glob("gen-*"))
     for name in names[:-2]:
         if name not in keep:
             shutil.rmtree(generations / name, ignore_errors=True)
+    listed: set[str] = set()
+    for name in names[-2:]:
+        try:
+            listed |= {s.name for s in read_manifest(generations / name).segments}
+        except StoreError:  # a damaged manifest: its generation cannot be opened anyway
+            continue
+    for path in (index_dir / SEGMENTS).glob("seg-*"):
+        if path.name not in listed:
+            shutil.rmtree(path, ignore_errors=True)
 
 
 def _atomic_write(path: Path, content: str) -> None:

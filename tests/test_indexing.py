@@ -17,15 +17,23 @@ import pytest
 
 from rag.api import Index
 from rag.errors import DocumentError, IndexNotFoundError
-from rag.store import GENERATIONS, Store, current_generation
+from rag.store import GENERATIONS, SEGMENTS, SQLITE, Store, current_generation
 
 from .conftest import ROOT, SEEDS, cli_env, run_cli
+from .legacy import make_legacy
 
 NEW_ARTICLE = (
     "هيئة تنظيم الاتصالات في ألمانيا تفرض غرامة قياسية\n"
     "فرضت الهيئة الألمانية غرامة قدرها خمسون مليون يورو على منصة فيديو بسبب تقاعسها عن حذف "
     "منشورات تحرض على العنف خلال أربع وعشرين ساعة، وفق قانون إنفاذ الشبكات.\n"
     "وقالت الهيئة إن المنصة تلقت أكثر من ألف بلاغ لم تعالج في الوقت المحدد.\n")
+
+
+def stored_chunks(store: Store) -> int:
+    """Live chunks as the segments' SQLite files count them (tombstoned ones left out), through
+    the store's open connections: a writer may delete the files of an old generation meanwhile."""
+    return sum(segment.db.execute("SELECT COUNT(*) FROM chunks").fetchone()[0] - record.deleted_chunks
+               for segment, record in zip(store._segments, store.manifest.segments))
 
 
 def docs_in(store: Store) -> set[str]:
@@ -49,7 +57,7 @@ def test_add_edit_delete_embed_only_what_changed(settings, embedder, corpus):
     index = Index(settings, embedder)
     index.update([corpus])
     before = index.store
-    vectors_before = {cid: before._vectors.reconstruct(cid) for cid in range(1, before.size + 1)}
+    vectors_before = {cid: before.vectors_of([cid])[0] for cid in range(1, before.size + 1)}
 
     (corpus / "005_new.txt").write_text(NEW_ARTICLE, encoding="utf-8")
     added = index.update([corpus])
@@ -62,7 +70,7 @@ def test_add_edit_delete_embed_only_what_changed(settings, embedder, corpus):
     # unchanged documents keep their chunk ids and vectors
     store = index.store
     for chunk_id, vector in vectors_before.items():
-        np.testing.assert_array_equal(store._vectors.reconstruct(chunk_id), vector)
+        np.testing.assert_array_equal(store.vectors_of([chunk_id])[0], vector)
 
     edited = corpus / "004_bc7fe0a8626652c3.txt"
     edited.write_text(edited.read_text(encoding="utf-8") + "\nوأضاف المتحدث أن البرنامج سيشمل فرنسا.\n",
@@ -78,9 +86,7 @@ def test_add_edit_delete_embed_only_what_changed(settings, embedder, corpus):
     assert "005_new.txt" not in docs_in(index.store)
     hits = index.search("كم بلغت الغرامة التي فرضتها الهيئة الألمانية على منصة الفيديو؟", k=10)
     assert all(h.doc_id != "005_new.txt" for h in hits)
-    stored = sqlite3.connect(index.store.generation_dir / "index.sqlite")
-    n_chunks = stored.execute("SELECT COUNT(*) FROM chunks").fetchone()[0]
-    assert index.store.size == n_chunks == index.store.manifest.chunks
+    assert index.store.size == stored_chunks(index.store) == index.store.manifest.chunks
 
 
 def test_unchanged_run_publishes_nothing(settings, embedder, corpus):
@@ -262,29 +268,33 @@ def test_concurrent_index_runs_are_serialized(settings, corpus, tmp_path):
     store = Store.open(settings.resolved_index_dir)
     # both runs took effect, one after the other, and the result is complete and consistent
     assert docs_in(store) == {"only.txt"} | {p.name for p in corpus.iterdir()}
-    n_chunks = sqlite3.connect(store.generation_dir / "index.sqlite").execute(
-        "SELECT COUNT(*) FROM chunks").fetchone()[0]
-    assert store.size == n_chunks == store.manifest.chunks
+    assert store.size == stored_chunks(store) == store.manifest.chunks
 
 
-def test_reader_in_another_process_sees_old_or_new_never_a_mix(settings, embedder, corpus):
+def test_reader_in_another_process_sees_old_or_new_never_a_mix(settings, embedder, corpus, tmp_path):
     index = Index(settings, embedder)
     index.update([corpus])
+    ready = tmp_path / "reader-ready"
     reader = subprocess.Popen(
         [sys.executable, "-c", textwrap.dedent(f"""
-            import sqlite3, time
+            import pathlib, time
             from rag.store import Store
             seen = set()
             end = time.time() + 25
             while time.time() < end:
                 s = Store.open({str(settings.resolved_index_dir)!r})
-                n = sqlite3.connect(f"file:{{s.generation_dir / 'index.sqlite'}}?mode=ro", uri=True
-                                    ).execute("SELECT COUNT(*) FROM chunks").fetchone()[0]
+                n = sum(seg.db.execute("SELECT COUNT(*) FROM chunks").fetchone()[0] - r.deleted_chunks
+                        for seg, r in zip(s._segments, s.manifest.segments))
                 assert s.size == n == s.manifest.chunks, (s.size, n, s.manifest.chunks)
                 seen.add(s.manifest.generation)
                 s.close()
+                pathlib.Path({str(ready)!r}).touch()
             print(len(seen))
         """)], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 60
+    while not ready.exists():  # the reader is reading before the writer starts
+        assert time.time() < deadline and reader.poll() is None, reader.stderr.read() if reader.poll() else ""
+        time.sleep(0.05)
     for i in range(4):
         (corpus / f"n{i}.txt").write_text(NEW_ARTICLE + f"\nرقم {i}.", encoding="utf-8")
         index.update([corpus])
@@ -323,8 +333,8 @@ def test_remove_takes_out_one_document_and_embeds_nothing(settings, embedder, co
     index.update([corpus])
     before = index.store
     chunks_before = {d.doc_id: d.chunks for d in index.documents()}
-    removed_ids = set(before._db.execute("SELECT chunk_id FROM chunks WHERE doc_id = ?", (REMOVED,)).fetchall())
-    kept_vectors = {cid: before._vectors.reconstruct(cid) for cid in range(1, before.size + 1)
+    removed_ids = {(i,) for i in before.chunk_ids_of([REMOVED]).tolist()}
+    kept_vectors = {cid: before.vectors_of([cid])[0] for cid in range(1, before.size + 1)
                     if (cid,) not in removed_ids}
 
     assert index.search(CHRISTCHURCH, k=1)[0].doc_id == REMOVED
@@ -343,7 +353,7 @@ def test_remove_takes_out_one_document_and_embeds_nothing(settings, embedder, co
     assert after.manifest.documents == 4 and after.manifest.fingerprint == before.manifest.fingerprint
     assert after.manifest.sources == before.manifest.sources
     for cid, vector in kept_vectors.items():  # the other documents' vectors are the very same
-        np.testing.assert_array_equal(after._vectors.reconstruct(cid), vector)
+        np.testing.assert_array_equal(after.vectors_of([cid])[0], vector)
     for mode in ("hybrid", "bm25"):
         assert all(p.doc_id != REMOVED for p in index.search(CHRISTCHURCH, k=10, mode=mode))
     assert (corpus / REMOVED).exists()  # a source folder's file is left alone …
@@ -399,33 +409,24 @@ def _spawn_cli(settings, args: list[str], extra_code: str = "") -> subprocess.Po
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
-# --------------------------------------------------------------------- indexes from before outlets
+# --------------------------------------------------------------------- format 2 indexes
 
 def make_without_outlets(generation_dir: Path, old_hashes: dict[str, str]) -> None:
-    """Turn a generation into what versions before outlets wrote — no `outlet` column, content
-    hashes without it — with its manifest's checksums brought up to date, as they were then."""
-    import hashlib
-
-    from rag.store import MANIFEST, SQLITE, _manifest_checksum
-
-    db = sqlite3.connect(generation_dir / SQLITE)
+    """Turn a generation into what format 2 wrote before outlets — one set of files, no
+    `outlet` column, content hashes without it — with checksums as they were then."""
+    db = sqlite3.connect(generation_dir.parent.parent / SEGMENTS / Store.open(
+        generation_dir.parent.parent).segment_names[0] / SQLITE)
     db.execute("ALTER TABLE documents DROP COLUMN outlet")
     db.executemany("UPDATE documents SET sha256 = ? WHERE doc_id = ?", [(h, i) for i, h in old_hashes.items()])
     db.commit()
     db.execute("VACUUM")
     db.close()
-    manifest_path = generation_dir / MANIFEST
-    manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
-    del manifest["manifest_sha256"]
-    for name in manifest["files"]:
-        data = (generation_dir / name).read_bytes()
-        manifest["files"][name] = {"size": len(data), "sha256": hashlib.sha256(data).hexdigest()}
-    manifest["manifest_sha256"] = _manifest_checksum(manifest)
-    manifest_path.write_text(json.dumps(manifest, indent=2, ensure_ascii=False), encoding="utf-8")
+    make_legacy(generation_dir)
 
 
-def test_an_index_from_before_outlets_opens_and_gains_them_at_the_next_run(settings, embedder, corpus):
+def test_a_format_2_index_without_outlets_is_converted_by_the_next_run(settings, embedder, corpus):
     from rag.documents import content_hash
+    from rag.errors import StoreError
 
     record = {"id": "wire-1", "title": "خبر وكالة", "text": NEW_ARTICLE, "source": "وكالة الأنباء",
               "date": "2024-08-05"}
@@ -439,15 +440,16 @@ def test_an_index_from_before_outlets_opens_and_gains_them_at_the_next_run(setti
     old = current_generation(settings.resolved_index_dir)
     make_without_outlets(old, {"wire-1": content_hash(stored.title, stored.text, stored.url, stored.date)})
 
-    reopened = Index(settings, embedder)  # reads the old schema: no outlet, nothing else lost
-    assert reopened.store.generation_dir == old
-    assert [(p.doc_id, p.start, p.end, p.score) for p in reopened.search(question, k=5)] == expected
-    assert all(p.outlet is None for p in reopened.search(question, k=5))
-    assert {d.doc_id: d.outlet for d in reopened.documents()}["wire-1"] is None
-    assert reopened.search(question, k=5, since="2024-08-01")[0].doc_id == "wire-1"  # dates were there
-
-    report = reopened.update()  # the column is added; only the record whose outlet is new is embedded again
+    with pytest.raises(StoreError, match="older version .* run `rag index` to convert it"):
+        Store.open(settings.resolved_index_dir)
+    reopened = Index(settings, embedder)
+    notes: list[str] = []
+    report = reopened.update(notify=notes.append)  # converted; only the record whose outlet is new is embedded
+    assert any("converting the index" in note for note in notes), notes
     assert (report.changed.documents, report.unchanged.documents, report.full_rebuild) == (1, 5, False)
+    assert report.embedded_chunks == report.changed.chunks
     assert current_generation(settings.resolved_index_dir) != old
+    assert reopened.store.manifest.format_version == 3
+    assert [(p.doc_id, p.start, p.end, p.score) for p in reopened.search(question, k=5)] == expected
     assert {d.doc_id: d.outlet for d in reopened.documents()}["wire-1"] == "وكالة الأنباء"
     assert [p.doc_id for p in reopened.search(question, k=1, sources="وكالة الأنباء")] == ["wire-1"]

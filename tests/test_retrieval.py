@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from rag.api import Index
 from rag.retrieval import SAME_DOCUMENT_PENALTY, Retriever, _Candidate
+from rag.store import BM25_DIR, SEGMENTS
 from rag.types import StoredChunk
 
 from .conftest import dev_questions
@@ -69,7 +70,9 @@ def test_bm25_follows_updates(settings, embedder, corpus):
     (corpus / "fine.txt").unlink()
     index.update([corpus])
     assert all(p.doc_id != "fine.txt" for p in index.search(question, k=5, mode="bm25"))
-    assert (index.store.generation_dir / "bm25" / "positions.npy").is_file()
+    store = index.store
+    assert store.segment_names and all((store.index_dir / SEGMENTS / name / BM25_DIR / "chunk_ids.npy").is_file()
+                                       for name in store.segment_names)
 
 
 def _candidate(doc: str, ordinal: int, fused: float) -> _Candidate:

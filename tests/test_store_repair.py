@@ -1,7 +1,8 @@
 """A damaged index is detected and repaired; a failed write leaves the previous index as it was.
 
 Real components throughout: the real model, FAISS files, SQLite and BM25 on disk. One index of two
-generations (the seeds, then one more article) is built per module and copied for every test.
+generations (the seeds, then one more article: two segments) is built per module and copied for
+every test. Damage is done to the newest segment's files unless a test says otherwise.
 """
 
 from __future__ import annotations
@@ -21,9 +22,10 @@ import pytest
 import rag.store
 from rag.api import Index
 from rag.errors import StoreError
-from rag.store import CURRENT_FILE, GENERATIONS, MANIFEST, SQLITE, VECTORS, Store, current_generation
+from rag.store import CURRENT_FILE, GENERATIONS, MANIFEST, SEGMENTS, SQLITE, VECTORS, Store, current_generation
 
 from .conftest import ROOT, SEEDS, cli_env, run_cli
+from .legacy import make_legacy
 
 NEW_ARTICLE = (
     "هيئة تنظيم الاتصالات في ألمانيا تفرض غرامة قياسية\n"
@@ -90,6 +92,16 @@ def current(settings) -> Path:
     return current_generation(settings.resolved_index_dir)
 
 
+def segments(settings) -> list[Path]:
+    """The segment folders of the current generation, oldest first."""
+    manifest = json.loads((current(settings) / MANIFEST).read_text(encoding="utf-8"))
+    return [settings.resolved_index_dir / SEGMENTS / s["name"] for s in manifest["segments"]]
+
+
+def newest_segment(settings) -> Path:
+    return segments(settings)[-1]
+
+
 def generation(settings, name: str) -> Path:
     return settings.resolved_index_dir / GENERATIONS / name
 
@@ -142,11 +154,11 @@ def run_info(settings, *args: str) -> dict:
 
 # ----------------------------------------------------------------------------- detection
 
-@pytest.mark.parametrize("name", [VECTORS, SQLITE, "bm25/vocab.index.json", "bm25/positions.npy",
-                                  "bm25/data.csc.index.npy"])
+@pytest.mark.parametrize("name", [VECTORS, SQLITE, "postings/vocab.json", "postings/chunk_ids.npy",
+                                  "postings/rows.npy"])
 def test_a_truncated_file_is_one_line_naming_it(damaged, name):
     settings = damaged["settings"]
-    path = current(settings) / name
+    path = newest_segment(settings) / name
     size = path.stat().st_size
     truncate(path)
     message = open_error(settings)
@@ -155,7 +167,7 @@ def test_a_truncated_file_is_one_line_naming_it(damaged, name):
 
 def test_a_damaged_file_is_one_line_from_the_cli(damaged):
     settings = damaged["settings"]
-    truncate(current(settings) / VECTORS)
+    truncate(newest_segment(settings) / VECTORS)
     proc = run_cli("search", QUERIES[0], env=cli_env(settings), check=False)
     assert proc.returncode == 1 and "Traceback" not in proc.stderr
     lines = proc.stderr.strip().splitlines()
@@ -193,7 +205,7 @@ def test_a_damaged_current_pointer_is_named(damaged, damage):
 @pytest.mark.parametrize("name", [VECTORS, SQLITE])
 def test_same_size_damage_is_caught_by_info_check(damaged, name):
     settings = damaged["settings"]
-    path = current(settings) / name
+    path = segments(settings)[0] / name  # the seeds' segment: big enough to damage in the middle
     scramble(path)
     Store.open(settings.resolved_index_dir).close()  # sizes match: a plain open does not read it all
     assert run_info(settings)["documents"] == 6
@@ -210,12 +222,12 @@ def test_an_intact_index_passes_the_check(damaged):
 
 # ----------------------------------------------------------------------------- repair
 
-@pytest.mark.parametrize("name", [VECTORS, "bm25/vocab.index.json", "bm25/indptr.csc.index.npy"])
+@pytest.mark.parametrize("name", [VECTORS, "postings/vocab.json", "postings/indptr.npy"])
 @pytest.mark.parametrize("damage", [truncate, scramble])
 def test_faiss_and_bm25_are_repaired_without_the_model(damaged, name, damage):
     settings = damaged["settings"]
     damaged_generation = current(settings)
-    damage(damaged_generation / name)
+    damage(newest_segment(settings) / name)
     assert repair(damaged) == 0  # BM25 from the chunk text, FAISS from the vectors kept in SQLite
     assert current(settings) != damaged_generation
     assert_intact(damaged)
@@ -225,15 +237,15 @@ def test_damaged_sqlite_falls_back_to_the_previous_generation(damaged):
     """SQLite cannot be rebuilt from the other files: the generation before it is the base, and
     only what that one lacks (the article added since) is read again and embedded."""
     settings = damaged["settings"]
-    truncate(current(settings) / SQLITE)
+    truncate(newest_segment(settings) / SQLITE)
     assert repair(damaged) == damaged["new_chunks"]
     assert_intact(damaged)
 
 
 def test_damaged_sqlite_everywhere_rebuilds_from_the_sources(damaged):
     settings = damaged["settings"]
-    for name in ("gen-000001", "gen-000002"):
-        scramble(generation(settings, name) / SQLITE)
+    for folder in segments(settings):
+        scramble(folder / SQLITE)
     assert repair(damaged) == damaged["seed_chunks"] + damaged["new_chunks"]
     assert_intact(damaged, same_ids=False)
 
@@ -263,9 +275,13 @@ def test_a_damaged_manifest_falls_back_to_the_previous_generation(damaged):
 
 # ----------------------------------------------------------------------------- older indexes
 
-def make_unchecked(generation_dir: Path, index_dir: Path) -> None:
-    """Turn a generation into what versions before checksums wrote: no file records, no manifest
-    or pointer check, no copy of the vectors in SQLite."""
+def make_unchecked(damaged) -> Path:
+    """Turn the index into what format 2 wrote before checksums: one generation of one set of
+    files, no file records, no manifest or pointer check, no copy of the vectors in SQLite."""
+    damaged["index"].update(optimize=True)  # one segment: what make_legacy turns into format 2
+    index_dir = damaged["settings"].resolved_index_dir
+    generation_dir = current_generation(index_dir)
+    make_legacy(generation_dir)
     manifest_path = generation_dir / MANIFEST
     manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
     for key in ("files", "manifest_sha256"):
@@ -277,25 +293,29 @@ def make_unchecked(generation_dir: Path, index_dir: Path) -> None:
     db.execute("VACUUM")
     db.close()
     (index_dir / CURRENT_FILE).write_text(json.dumps({"generation": generation_dir.name}), encoding="utf-8")
+    return generation_dir
 
 
-def test_an_index_from_before_checksums_opens_and_gets_them_at_the_next_run(damaged):
+def legacy_refused(settings) -> None:
+    with pytest.raises(StoreError, match="older version of Sanad .*run `rag index` to convert it"):
+        Store.open(settings.resolved_index_dir)
+
+
+def test_an_index_from_before_checksums_is_converted_without_the_model(damaged):
     settings = damaged["settings"]
-    old = current(settings)
-    make_unchecked(old, settings.resolved_index_dir)
-    assert_same_results(results(damaged["index"]), damaged["expected"])
-    assert "no checksums recorded" in run_info(settings, "--check")["check"]
+    old = make_unchecked(damaged)
+    legacy_refused(settings)
 
-    assert repair_quietly(damaged) == 0
+    assert repair_quietly(damaged) == 0  # the vectors come from its FAISS file
     upgraded = current(settings)
     assert upgraded != old and Store.open(settings.resolved_index_dir).manifest.files
-    db = sqlite3.connect(upgraded / SQLITE)
+    db = sqlite3.connect(newest_segment(settings) / SQLITE)
     assert db.execute("SELECT COUNT(*) FROM chunk_vectors").fetchone()[0] == \
         damaged["seed_chunks"] + damaged["new_chunks"]
     db.close()
     assert_intact(damaged)
     # and from now on its FAISS file is repaired without the model
-    truncate(upgraded / VECTORS)
+    truncate(newest_segment(settings) / VECTORS)
     assert repair(damaged) == 0
     assert_intact(damaged)
 
@@ -303,11 +323,9 @@ def test_an_index_from_before_checksums_opens_and_gets_them_at_the_next_run(dama
 def test_an_old_index_with_a_damaged_faiss_file_embeds_its_documents_again(damaged):
     """Before the copy in SQLite the vectors lived only in FAISS: nothing else can recover them."""
     settings = damaged["settings"]
-    old = current(settings)
-    make_unchecked(old, settings.resolved_index_dir)
+    old = make_unchecked(damaged)
     truncate(old / VECTORS)
-    message = open_error(settings)
-    assert str(old / VECTORS) in message
+    legacy_refused(settings)
     assert repair(damaged) == damaged["seed_chunks"] + damaged["new_chunks"]
     assert_intact(damaged, same_ids=False)
 
@@ -379,7 +397,7 @@ def test_a_full_disk_is_one_line_from_the_cli(damaged, tmp_path):
 def test_rag_remove_refuses_to_carry_damage_into_a_new_generation(damaged):
     settings = damaged["settings"]
     before = current(settings)
-    scramble(before / VECTORS)
+    scramble(newest_segment(settings) / VECTORS)
     with pytest.raises(StoreError, match=f"{VECTORS} is damaged .*checksum.*{REPAIR}"):
         damaged["index"].remove(["005_new.txt"])
     assert current(settings) == before
