@@ -183,7 +183,7 @@ def test_a_failed_removal_puts_the_uploaded_file_back(index, tmp_path, monkeypat
     def full_disk(*args, **kwargs):
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr("rag.store.faiss.write_index", full_disk)
+    monkeypatch.setattr("rag.store._write_synced", full_disk)  # a removal writes tombstones in a new manifest
     with pytest.raises(StoreError, match="disk holding .* is full"):
         index.remove(["moderation.txt"])
     assert (index.settings.uploads_dir / "moderation.txt").read_bytes() == ARTICLE.encode()
