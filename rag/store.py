@@ -57,7 +57,7 @@ from .config import INDEX_FORMAT_VERSION
 from .documents import FileState, source_file
 from .errors import IndexNotFoundError, StoreError
 from .postings import Postings, lucene_idf
-from .types import Chunk, Document, IndexedDocument, StoredChunk
+from .types import Chunk, Document, IndexedDocument, LexicalHits, StoredChunk
 
 logging.getLogger("faiss.loader").setLevel(logging.WARNING)  # its CPU-feature probing is noise
 import faiss  # noqa: E402
@@ -212,7 +212,7 @@ class UpdateBase:
 
     @property
     def needs_publish(self) -> bool:
-        return bool(self.damage or self.rewrite)
+        return bool(self.damage or self.rewrite or self.verified)  # verified: record the new mtimes
 
 
 def segment_folder(generation_dir: Path, name: str) -> Path:
@@ -456,6 +456,7 @@ class Store:
             raise
         self._size = sum(s.size for s in self._segments)
         self._average_length = sum(s.total_length for s in self._segments) / max(1, self._size)
+        self._length_norms = [s.postings.length_norm(self._average_length) for s in self._segments]
 
     @classmethod
     def open(cls, index_dir: str | Path, *, check: bool = False) -> Store:
@@ -528,18 +529,58 @@ class Store:
 
     def bm25_scores(self, tokens: list[str]) -> dict[int, float]:
         """chunk_id → BM25 score, for every chunk that matches at least one token."""
-        if not tokens or self.size == 0:
-            return {}
-        frequencies = self.document_frequencies(tokens)
-        weighted = [(t, lucene_idf(self.size, frequencies[t])) for t in tokens if frequencies[t]]
         out: dict[int, float] = {}
-        for segment in self._segments:
-            scores = segment.postings.scores(weighted, self._average_length)
-            if segment.live is not None:
-                scores[~segment.live] = 0
+        for segment, scores in self._segment_bm25(tokens, None):
             hits = np.flatnonzero(scores > 0)
             out.update(zip(segment.postings.chunk_ids[hits].tolist(), scores[hits].tolist()))
         return out
+
+    def bm25_search(self, tokens: list[str], k: int, allowed: np.ndarray | None = None,
+                    scores_of: Sequence[int] = ()) -> LexicalHits:
+        """The k best BM25 matches (among the `allowed` chunk ids when given, sorted), and the
+        scores of the chunks in `scores_of` that match."""
+        found_ids, found_scores, asked = [], [], {}
+        wanted = np.asarray(scores_of, dtype=np.int64)
+        for segment, scores in self._segment_bm25(tokens, allowed):
+            ids = segment.postings.chunk_ids
+            if k > 0:
+                if np.count_nonzero(scores) > k:  # the k-th best score, then every row reaching it
+                    kth = len(scores) - k
+                    rows = np.flatnonzero(scores >= np.partition(scores, kth)[kth])
+                else:
+                    rows = np.flatnonzero(scores > 0)
+                found_ids.append(ids[rows])  # in row order: ties then rank as in a full sort
+                found_scores.append(scores[rows])
+            if len(wanted):
+                at = np.minimum(np.searchsorted(ids, wanted), len(ids) - 1)
+                mine = (ids[at] == wanted) & (scores[at] > 0)
+                asked.update(zip(wanted[mine].tolist(), scores[at[mine]].tolist()))
+        if not found_ids:
+            return LexicalHits([], asked)
+        ids, scores = np.concatenate(found_ids), np.concatenate(found_scores)
+        best = np.argsort(-scores, kind="stable")[:k]
+        top = list(zip(ids[best].tolist(), scores[best].tolist()))
+        return LexicalHits(top, {**asked, **dict(top)})
+
+    def _segment_bm25(self, tokens: list[str], allowed: np.ndarray | None):
+        """(segment, BM25 score of each of its rows), 0 for tombstoned and not allowed rows."""
+        if not tokens or self.size == 0:
+            return
+        frequencies = self.document_frequencies(tokens)
+        weighted = [(t, lucene_idf(self.size, frequencies[t])) for t in tokens if frequencies[t]]
+        if not weighted:
+            return
+        for segment, norm in zip(self._segments, self._length_norms):
+            if not len(segment.postings.chunk_ids):
+                continue
+            scores = segment.postings.scores(weighted, self._average_length, norm)
+            if segment.live is not None:
+                scores[~segment.live] = 0
+            if allowed is not None:
+                ids = segment.postings.chunk_ids
+                at = np.minimum(np.searchsorted(allowed, ids), max(0, len(allowed) - 1))
+                scores[allowed[at] != ids if len(allowed) else slice(None)] = 0
+            yield segment, scores
 
     def document_frequencies(self, tokens: Iterable[str]) -> dict[str, int]:
         """In how many live chunks each lexical token occurs (0 for tokens the corpus lacks)."""
