@@ -155,7 +155,9 @@ def load_paths(paths: Sequence[str | Path], max_bytes: int | None = None,
     knows its documents already."""
     result = LoadResult()
     seen: dict[str, str] = {}
-    read: set[Path] = set()
+    # resolving every path costs a few lstat calls per file; only files sharing an inode (the
+    # same file reached twice, or hard links, which stay distinct documents) are resolved
+    by_inode: dict[tuple[int, int], list[Path]] = {}
     for raw in paths:
         root = Path(raw).expanduser()
         if not root.exists():
@@ -164,15 +166,17 @@ def load_paths(paths: Sequence[str | Path], max_bytes: int | None = None,
         base = root.parent if root.is_file() else root
         result.per_root.setdefault(str(raw), 0)
         for path in files:
-            if (real := path.resolve()) in read:
+            try:
+                stat = path.stat()
+                state, inode = FileState.of(stat), (stat.st_dev, stat.st_ino)
+            except OSError:
+                state, inode = None, (-1, -1)
+            same = by_inode.setdefault(inode, [])
+            if same and path.resolve() in {p.resolve() for p in same}:
                 result.per_root[str(raw)] += 1  # found here too; already read
                 continue
-            read.add(real)
+            same.append(path)
             rel = path.relative_to(base).as_posix()
-            try:
-                state = FileState.of(path.stat())
-            except OSError:
-                state = None
             if state is not None and unchanged and unchanged.get(str(path)) == state:
                 result.reused.append(str(path))
                 result.per_root[str(raw)] += 1

@@ -127,7 +127,8 @@ class Retriever:
         if self._allowed is not None and mode != "bm25":
             dense = dict(self.store.dense_search(query_vector, depth, self._allowed))
         # the best BM25 matches, and the scores of the dense candidates (0 when absent)
-        lexical = (self.store.bm25_search(tokens, depth, self._allowed, scores_of=list(dense))
+        lexical = (self.store.bm25_search(tokens, depth, self._allowed, scores_of=list(dense),
+                                            frequencies=frequencies)
                    if mode != "dense" else LexicalHits([], {}))
         bm25, top_bm25 = lexical.scores, dict(lexical.top)
 

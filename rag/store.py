@@ -536,12 +536,13 @@ class Store:
         return out
 
     def bm25_search(self, tokens: list[str], k: int, allowed: np.ndarray | None = None,
-                    scores_of: Sequence[int] = ()) -> LexicalHits:
+                    scores_of: Sequence[int] = (), frequencies: dict[str, int] | None = None) -> LexicalHits:
         """The k best BM25 matches (among the `allowed` chunk ids when given, sorted), and the
-        scores of the chunks in `scores_of` that match."""
+        scores of the chunks in `scores_of` that match; `frequencies`: `document_frequencies(tokens)`
+        when the caller has them."""
         found_ids, found_scores, asked = [], [], {}
         wanted = np.asarray(scores_of, dtype=np.int64)
-        for segment, scores in self._segment_bm25(tokens, allowed):
+        for segment, scores in self._segment_bm25(tokens, allowed, frequencies):
             ids = segment.postings.chunk_ids
             if k > 0:
                 if np.count_nonzero(scores) > k:  # the k-th best score, then every row reaching it
@@ -562,11 +563,12 @@ class Store:
         top = list(zip(ids[best].tolist(), scores[best].tolist()))
         return LexicalHits(top, {**asked, **dict(top)})
 
-    def _segment_bm25(self, tokens: list[str], allowed: np.ndarray | None):
+    def _segment_bm25(self, tokens: list[str], allowed: np.ndarray | None,
+                      frequencies: dict[str, int] | None = None):
         """(segment, BM25 score of each of its rows), 0 for tombstoned and not allowed rows."""
         if not tokens or self.size == 0:
             return
-        frequencies = self.document_frequencies(tokens)
+        frequencies = self.document_frequencies(tokens) if frequencies is None else frequencies
         weighted = [(t, lucene_idf(self.size, frequencies[t])) for t in tokens if frequencies[t]]
         if not weighted:
             return
