@@ -27,8 +27,12 @@ and then swaps CURRENT. Readers resolve CURRENT once and only ever see a complet
 writer killed half-way leaves only temporary folders that the next writer deletes. Generations
 beyond the newest two, and segments no remaining generation lists, are deleted.
 
-Opening a generation compares every file's size with the manifest (a few stat calls); `rag info
---check` and every `rag index` also compare checksums. SQLite is the one file that cannot be
+Opening a generation compares every file's size with the manifest (a few stat calls). Every
+`rag index` / `rag remove` also compares the checksums of the files whose mtime is not the one
+recorded when their checksum last matched (a new segment's files are checksummed as they are
+written), and records the new mtimes: an update reads what changed, not the whole index. `rag
+info --check` and `rag index --check` compare every checksum; they alone find damage that kept
+a file's size and mtime. A merge checksums the SQLite files it copies. SQLite is the one file that cannot be
 rebuilt from the others: a segment whose FAISS or postings are damaged is copied from its SQLite
 (chunk text and vectors) into the next segment by `rag index`, without the model (see
 `find_update_base`). Indexes of format 2 (one generation = one SQLite/FAISS/bm25s set) are
