@@ -52,6 +52,9 @@ class Skipped:
 # A file modified this recently may be modified again within the same mtime tick, keeping its
 # size: its state is not recorded, so the next run reads it again (git's "racy" entries).
 SETTLED_NS = 2_000_000_000
+# Recorded with the file states: a reader that may decode or normalize differently (any change
+# to this module) reads every file again once, and the content hashes decide what changed.
+READER_VERSION = hashlib.sha256(Path(__file__).read_bytes()).hexdigest()[:16]
 
 
 @dataclass(frozen=True)
@@ -177,7 +180,8 @@ def load_paths(paths: Sequence[str | Path], max_bytes: int | None = None,
                 continue
             same.append(path)
             rel = path.relative_to(base).as_posix()
-            if state is not None and unchanged and unchanged.get(str(path)) == state:
+            if (state is not None and unchanged and unchanged.get(str(path)) == state
+                    and (max_bytes is None or state.size <= max_bytes)):
                 result.reused.append(str(path))
                 result.per_root[str(raw)] += 1
                 continue

@@ -58,7 +58,7 @@ from typing import Any
 import numpy as np
 
 from .config import INDEX_FORMAT_VERSION
-from .documents import FileState, source_file
+from .documents import READER_VERSION, FileState, source_file
 from .errors import IndexNotFoundError, StoreError
 from .postings import Postings, lucene_idf
 from .types import Chunk, Document, IndexedDocument, LexicalHits, StoredChunk
@@ -767,8 +767,11 @@ def source_file_states(generation_dir: Path, manifest: Manifest) -> dict[str, Fi
         raw = (generation_dir / SOURCE_FILES).read_bytes()
         if hashlib.sha256(raw).hexdigest() != manifest.source_files_sha256:
             return {}
-        return {path: FileState(int(size), int(mtime)) for path, (size, mtime) in json.loads(raw).items()}
-    except (OSError, ValueError, TypeError):
+        data = json.loads(raw)
+        if data.get("reader") != READER_VERSION:
+            return {}
+        return {path: FileState(int(size), int(mtime)) for path, (size, mtime) in data["files"].items()}
+    except (OSError, ValueError, TypeError, KeyError, AttributeError):
         return {}
 
 
@@ -1033,8 +1036,8 @@ class GenerationWriter:
             staging.mkdir()
             states = self.base_source_files if source_files is None else source_files
             if states:
-                encoded = json.dumps({path: [s.size, s.mtime_ns] for path, s in sorted(states.items())},
-                                     ensure_ascii=False).encode()
+                encoded = json.dumps({"reader": READER_VERSION, "files": {
+                    path: [s.size, s.mtime_ns] for path, s in sorted(states.items())}}, ensure_ascii=False).encode()
                 with open(staging / SOURCE_FILES, "wb") as fh:
                     fh.write(encoded)
                     fh.flush()

@@ -124,6 +124,10 @@ def test_files_as_recorded_are_not_read_again(settings, embedder, corpus, monkey
     assert sorted(read) == sorted(["new.txt", first.name])
     assert report.changed.documents == 1 and report.removed.documents == 1 and report.unchanged.documents == 4
     assert touched.name not in docs_in(index.store) and "new.txt" in docs_in(index.store)
+    read.clear()
+    monkeypatch.setattr("rag.store.READER_VERSION", "another reader")  # it may read files differently
+    report = index.update()
+    assert len(read) == 5 and report.embedded_chunks == 0 and report.unchanged.documents == 5
 
 
 def test_rerun_without_paths_uses_the_recorded_sources(settings, embedder, corpus):
