@@ -84,13 +84,14 @@ class Index:
             "it with the current settings, or change the settings back")
 
     def update(self, paths: Sequence[str | Path] | None = None, *, full: bool = False,
-               replace: bool = False, optimize: bool = False, progress: bool = False,
+               replace: bool = False, optimize: bool = False, check: bool = False, progress: bool = False,
                notify: Callable[[str], None] | None = None) -> UpdateReport:
         """Add `paths` to the index's sources (or make them the only ones with replace=True),
         then index new and changed documents and drop the ones whose files are gone;
-        `optimize` then merges the index's segments into one."""
+        `optimize` then merges the index's segments into one; `check` compares every index file
+        with its checksum (otherwise only those changed since their last check)."""
         return update_index(self.settings, paths, embedder=self.embedder, full=full, replace=replace,
-                            optimize=optimize, progress=progress, notify=notify)
+                            optimize=optimize, check=check, progress=progress, notify=notify)
 
     def sources(self) -> list[str]:
         """The folders/files the index was last built from."""

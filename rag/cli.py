@@ -57,6 +57,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--full", action="store_true", help="rebuild everything from scratch")
     p.add_argument("--optimize", action="store_true",
                    help="then merge the index's segments into one (no re-embedding)")
+    p.add_argument("--check", action="store_true",
+                   help="compare every index file with its checksum, not only the files changed "
+                        "since their last check, and repair what differs")
     _common(p)
 
     p = sub.add_parser("search", help="find the passages that best match a question")
@@ -149,7 +152,8 @@ def _say(message: str) -> None:
 
 def cmd_index(args: argparse.Namespace, settings: Settings) -> int:
     report = Index(settings).update(args.paths or None, full=args.full, replace=args.replace,
-                                    optimize=args.optimize, progress=_progress_wanted(args), notify=_say)
+                                    optimize=args.optimize, check=args.check,
+                                    progress=_progress_wanted(args), notify=_say)
     if args.json:
         _print_json(report.to_dict())
     else:

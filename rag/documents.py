@@ -25,8 +25,9 @@ import itertools
 import json
 import os
 import re
+import time
 import unicodedata
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from email.utils import parsedate_to_datetime
 from html.parser import HTMLParser
@@ -48,11 +49,33 @@ class Skipped:
     reason: str
 
 
+# A file modified this recently may be modified again within the same mtime tick, keeping its
+# size: its state is not recorded, so the next run reads it again (git's "racy" entries).
+SETTLED_NS = 2_000_000_000
+# Recorded with the file states: a reader that may decode or normalize differently (any change
+# to this module) reads every file again once, and the content hashes decide what changed.
+READER_VERSION = hashlib.sha256(Path(__file__).read_bytes()).hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class FileState:
+    """What `load_paths` trusts instead of reading a file again: its size and modification time."""
+    size: int
+    mtime_ns: int
+
+    @classmethod
+    def of(cls, stat: os.stat_result) -> FileState:
+        return cls(stat.st_size, stat.st_mtime_ns)
+
+
 @dataclass
 class LoadResult:
     documents: list[Document] = field(default_factory=list)
     skipped: list[Skipped] = field(default_factory=list)
     per_root: dict[str, int] = field(default_factory=dict)  # documents found under each path given
+    # files read whole and without a problem, as they were before reading (see `load_paths`)
+    file_states: dict[str, FileState] = field(default_factory=dict)
+    reused: list[str] = field(default_factory=list)  # files not read: their state was `unchanged`
 
     def notices(self, skipped: Sequence[Skipped] | None = None) -> list[str]:
         """Human-readable lines for `skipped` (default: all): unsupported types grouped, other
@@ -123,14 +146,21 @@ def _file_state(skipped_path: str) -> tuple[int, int] | None:
     return None
 
 
-def load_paths(paths: Sequence[str | Path], max_bytes: int | None = None) -> LoadResult:
+def load_paths(paths: Sequence[str | Path], max_bytes: int | None = None,
+               unchanged: Mapping[str, FileState] | None = None) -> LoadResult:
     """Read every supported file under the given folders/files. Doc ids are paths relative to
     the folder given (a file given directly is named by its file name); JSON records use their
     `id` when they have one. A file reached twice (a folder and a file inside it, or the same
-    path given twice) is read once, under the first name. Files over `max_bytes` are skipped."""
+    path given twice) is read once, under the first name. Files over `max_bytes` are skipped.
+
+    A file whose size and modification time equal its state in `unchanged` (keyed by the path
+    documents record as `source_path`) is not read: it is listed in `reused`, and the caller
+    knows its documents already."""
     result = LoadResult()
     seen: dict[str, str] = {}
-    read: set[Path] = set()
+    # resolving every path costs a few lstat calls per file; only files sharing an inode (the
+    # same file reached twice, or hard links, which stay distinct documents) are resolved
+    by_inode: dict[tuple[int, int], list[Path]] = {}
     for raw in paths:
         root = Path(raw).expanduser()
         if not root.exists():
@@ -139,12 +169,28 @@ def load_paths(paths: Sequence[str | Path], max_bytes: int | None = None) -> Loa
         base = root.parent if root.is_file() else root
         result.per_root.setdefault(str(raw), 0)
         for path in files:
-            if (real := path.resolve()) in read:
+            try:
+                stat = path.stat()
+                state, inode = FileState.of(stat), (stat.st_dev, stat.st_ino)
+            except OSError:
+                state, inode = None, (-1, -1)
+            same = by_inode.setdefault(inode, [])
+            if same and path.resolve() in {p.resolve() for p in same}:
                 result.per_root[str(raw)] += 1  # found here too; already read
                 continue
-            read.add(real)
+            same.append(path)
             rel = path.relative_to(base).as_posix()
-            for doc in _load_file(path, rel, result, max_bytes):
+            if (state is not None and unchanged and unchanged.get(str(path)) == state
+                    and (max_bytes is None or state.size <= max_bytes)):
+                result.reused.append(str(path))
+                result.per_root[str(raw)] += 1
+                continue
+            skips = len(result.skipped)
+            docs = _load_file(path, rel, result, max_bytes)
+            if (docs and state is not None and len(result.skipped) == skips
+                    and state.mtime_ns < time.time_ns() - SETTLED_NS):
+                result.file_states[str(path)] = state
+            for doc in docs:
                 if doc.doc_id in seen:
                     raise DocumentError(
                         f"document id {doc.doc_id!r} comes from both {seen[doc.doc_id]} and "

@@ -3,8 +3,10 @@
 Documents are compared by content hash: new and changed ones are chunked and embedded,
 removed ones are deleted with their vectors, unchanged ones are left alone. A changed index
 fingerprint (model, chunking …) or `full=True` rebuilds everything instead of mixing states.
-Every run also checks the index's checksums and repairs what it finds damaged, re-embedding
-only documents whose stored data cannot be recovered (see `rag.store.find_update_base`).
+Every run also checks the index (sizes, and checksums of the files changed since their last
+check; every checksum with `check=True`) and repairs what it finds damaged, re-embedding only
+documents whose stored data cannot be recovered (see `rag.store.find_update_base`). Source files
+whose size and mtime are as the index recorded are not read again.
 
 `remove_documents` takes chosen documents out (`rag remove`): the next generation is the
 current one with tombstones for them, published the same way, nothing re-embedded.
@@ -38,6 +40,7 @@ from .store import (
     indexed_documents,
     merge_plan,
     read_manifest,
+    source_file_states,
     stored_document_hashes,
     writer_lock,
 )
@@ -49,14 +52,15 @@ SKIP_NOTICES = "reported-skips.json"  # in the index directory, beside CURRENT (
 
 def update_index(settings: Settings, paths: Sequence[str | Path] | None = None, *,
                  embedder: Embedder | None = None, full: bool = False, replace: bool = False,
-                 optimize: bool = False, progress: bool = False,
+                 optimize: bool = False, check: bool = False, progress: bool = False,
                  notify: Callable[[str], None] | None = None) -> UpdateReport:
     """Bring the index up to date with its sources.
 
     The index remembers the folders/files it was built from. `paths` are added to them (or, with
     `replace=True`, become the only ones); every source is then read again: new and changed
     documents are embedded, documents whose files are gone are removed. `optimize` then merges
-    every segment into one."""
+    every segment into one. `check` compares every index file with its checksum, not only the
+    files changed since their last check (see `rag.store.find_update_base`)."""
     began = time.perf_counter()
     notify = notify or (lambda message: None)
     index_dir = settings.resolved_index_dir
@@ -64,7 +68,7 @@ def update_index(settings: Settings, paths: Sequence[str | Path] | None = None, 
 
     with writer_lock(index_dir, on_wait=lambda: notify(
             f"waiting for another indexing run on {index_dir} to finish …")):
-        state = find_update_base(index_dir)
+        state = find_update_base(index_dir, check=check)
         base, manifest = state.generation, state.manifest
         for line in state.damage:
             notify(f"{line}: repairing")
@@ -83,15 +87,6 @@ def update_index(settings: Settings, paths: Sequence[str | Path] | None = None, 
                     f"{source}, a source of this index, no longer exists: restore it, or rebuild "
                     "from the folders you still have with `rag index --replace PATH…`")
 
-        loaded = load_paths(sources, max_bytes=settings.max_document_bytes)
-        for line in NoticeLog(index_dir / SKIP_NOTICES).new_notices(loaded):  # once per bad file state
-            notify(line)
-        empty = [p for p in given if not loaded.per_root.get(p)]
-        if empty:
-            raise DocumentError(
-                f"no supported documents found in {', '.join(empty)}; the index was left "
-                "unchanged. Add .txt, .md, .html, .pdf or .jsonl files and run again")
-
         fingerprint = settings.fingerprint()
         reason = None
         if manifest is None:
@@ -102,17 +97,36 @@ def update_index(settings: Settings, paths: Sequence[str | Path] | None = None, 
             reason = _describe_change(manifest.settings, settings.index_params())
             notify(f"index settings changed ({reason}): rebuilding the whole index")
         rebuild = reason is not None
-
         old = {} if rebuild else stored_document_hashes(base)
         # vectors neither FAISS nor SQLite still holds: those documents are embedded again
         lost = set() if rebuild else set(state.unrecoverable)
+        # a file whose size and mtime are as recorded is not read again: its documents are the
+        # index's (a file touched without a change is read, hashed and found unchanged)
+        trusted = {} if rebuild else source_file_states(base, manifest)
+        for doc_id in lost & old.keys():
+            trusted.pop(old[doc_id].source_file, None)
+        loaded = load_paths(sources, max_bytes=settings.max_document_bytes, unchanged=trusted)
+        for line in NoticeLog(index_dir / SKIP_NOTICES).new_notices(loaded):  # once per bad file state
+            notify(line)
+        empty = [p for p in given if not loaded.per_root.get(p)]
+        if empty:
+            raise DocumentError(
+                f"no supported documents found in {', '.join(empty)}; the index was left "
+                "unchanged. Add .txt, .md, .html, .pdf or .jsonl files and run again")
+
         if lost:
             notify(f"the vectors of {len(lost)} documents cannot be recovered: embedding them again")
         new = {doc.doc_id: doc for doc in loaded.documents}
+        reused_files = set(loaded.reused)
+        reused = [i for i, d in old.items() if d.source_file in reused_files]
+        if clash := next((i for i in reused if i in new), None):
+            raise DocumentError(
+                f"document id {clash!r} comes from both {old[clash].source_file} and {new[clash].source_path}: "
+                "ids must be unique, so rename one of them or give the records distinct `id` fields")
         added = [d for i, d in new.items() if i not in old]
-        changed = [d for i, d in new.items() if i in old and (old[i][0] != d.sha256 or i in lost)]
-        removed = [i for i in old if i not in new]
-        unchanged = [i for i, d in new.items() if i in old and old[i][0] == d.sha256 and i not in lost]
+        changed = [d for i, d in new.items() if i in old and (old[i].sha256 != d.sha256 or i in lost)]
+        removed = [i for i in old if i not in new and old[i].source_file not in reused_files]
+        unchanged = [i for i, d in new.items() if i in old and old[i].sha256 == d.sha256 and i not in lost] + reused
 
         to_embed = added + changed
         chunks = {doc.doc_id: chunk_document(doc, settings.chunk_tokens,
@@ -137,7 +151,7 @@ def update_index(settings: Settings, paths: Sequence[str | Path] | None = None, 
             vectors, sentence_vectors = embedder.embed_passages_with_spans(
                 texts, spans, progress=progress and len(texts) > 0)
             writer = GenerationWriter(index_dir, None if rebuild else base, embedder.dimension,
-                                      rewrite=() if rebuild else state.rewrite)
+                                      rewrite=() if rebuild else state.rewrite, verified=state.verified)
             try:
                 writer.remove_documents(removed + [d.doc_id for d in changed])
                 _add_all(writer, to_embed, chunks, vectors, sentence_vectors)
@@ -146,7 +160,7 @@ def update_index(settings: Settings, paths: Sequence[str | Path] | None = None, 
                     "settings": settings.index_params(),
                     "embedding": embedder.identity(),
                     "sources": sources,
-                }, lexical_terms)
+                }, lexical_terms, {**{f: trusted[f] for f in reused_files}, **loaded.file_states})
             except BaseException:
                 writer.abandon()
                 raise
@@ -157,8 +171,8 @@ def update_index(settings: Settings, paths: Sequence[str | Path] | None = None, 
 
     return UpdateReport(
         added=count(added), changed=count(changed),
-        removed=Counts(len(removed), sum(old[i][1] for i in removed)),
-        unchanged=Counts(len(unchanged), sum(old[i][1] for i in unchanged)),
+        removed=Counts(len(removed), sum(old[i].chunks for i in removed)),
+        unchanged=Counts(len(unchanged), sum(old[i].chunks for i in unchanged)),
         full_rebuild=rebuild, rebuild_reason=reason,
         skipped=tuple(f"{s.path}: {s.reason}" for s in loaded.skipped),
         seconds=round(time.perf_counter() - began, 3), index_dir=str(index_dir),
@@ -185,7 +199,8 @@ def remove_documents(settings: Settings, selectors: Sequence[str | Path], *, upl
         if base is None:
             raise IndexNotFoundError(f"no index at {index_dir}: build one with `rag index seeds`")
         manifest = read_manifest(base)
-        check_generation(base, manifest, checksums=True)  # never carry damage into the next one
+        # never carry damage into the next one
+        verified = check_generation(base, manifest, checksums=True, trust_unchanged=True)
         documents = indexed_documents(base, uploads)
         chosen = _select(documents, selectors, index_dir)
         if uploads_only and (kept := [d for d in chosen if not d.uploaded]):
@@ -195,10 +210,12 @@ def remove_documents(settings: Settings, selectors: Sequence[str | Path], *, upl
                 "documents can be removed here (delete the file from its folder and run `rag index` instead)")
         files = _uploaded_files(chosen, documents)
         with set_aside(files, uploads):
-            writer = GenerationWriter(index_dir, base, int(manifest.embedding["dimension"]))
+            writer = GenerationWriter(index_dir, base, int(manifest.embedding["dimension"]), verified=verified)
             try:
                 writer.remove_documents([d.doc_id for d in chosen])
-                manifest = writer.publish(_manifest_fields(manifest), lexical_terms)
+                gone = {str(source_file(d.source_path)) for d in chosen}  # read again next time
+                manifest = writer.publish(_manifest_fields(manifest), lexical_terms,
+                                          {f: s for f, s in writer.base_source_files.items() if f not in gone})
             except BaseException:
                 writer.abandon()
                 raise

@@ -84,10 +84,16 @@ class Postings:
         start, end = self.indptr[term], self.indptr[term + 1]
         return int(end - start) if live is None else int(live[self.rows[start:end]].sum())
 
-    def scores(self, weighted: list[tuple[str, float]], average_length: float) -> np.ndarray:
-        """BM25 of every row for (token, idf) pairs (a repeated query token counts each time)."""
+    def length_norm(self, average_length: float) -> np.ndarray:
+        """k1 · (1 − b + b · length / average length) of every row."""
+        return (BM25_K1 * ((1 - BM25_B) + BM25_B * self.lengths / average_length)).astype(np.float32)
+
+    def scores(self, weighted: list[tuple[str, float]], average_length: float,
+               norm: np.ndarray | None = None) -> np.ndarray:
+        """BM25 of every row for (token, idf) pairs (a repeated query token counts each time);
+        `norm`: `length_norm(average_length)`, when the caller keeps it."""
         total = np.zeros(len(self.chunk_ids), dtype=np.float32)
-        norm = (BM25_K1 * ((1 - BM25_B) + BM25_B * self.lengths / average_length)).astype(np.float32)
+        norm = self.length_norm(average_length) if norm is None else norm
         for token, idf in weighted:
             term = self.vocab.get(token)
             if term is None:

@@ -33,7 +33,7 @@ from .embeddings import Embedder
 from .errors import FilterError
 from .filters import no_match
 from .store import Store
-from .types import Filters, Passage, Sentence, StoredChunk
+from .types import Filters, LexicalHits, Passage, Sentence, StoredChunk
 
 MODES = ("hybrid", "dense", "bm25")
 DENSE_WEIGHT = 0.5
@@ -98,14 +98,12 @@ class Retriever:
         self.embedder = embedder
         self.filters = filters or Filters()
         self._allowed: np.ndarray | None = None  # chunk ids, sorted; None: every chunk
-        self._allowed_set: set[int] = set()
         if self.filters:
             metadata = store.document_metadata()
             chosen = [doc_id for doc_id, outlet, date in metadata if self.filters.matches(doc_id, outlet, date)]
             if not chosen:
                 raise FilterError(no_match(self.filters, metadata))
             self._allowed = store.chunk_ids_of(chosen)
-            self._allowed_set = set(self._allowed.tolist())
 
     def search(self, query: str, k: int = 5, mode: str = "hybrid") -> list[Passage]:
         return self.retrieve(query, k, mode).passages
@@ -126,12 +124,13 @@ class Retriever:
 
         everywhere = dict(self.store.dense_search(query_vector, depth)) if mode != "bm25" else {}
         dense = everywhere
-        bm25 = self.store.bm25_scores(tokens) if mode != "dense" else {}
-        if self._allowed is not None:
-            if mode != "bm25":
-                dense = dict(self.store.dense_search(query_vector, depth, self._allowed))
-            bm25 = {i: score for i, score in bm25.items() if i in self._allowed_set}
-        top_bm25 = dict(sorted(bm25.items(), key=lambda kv: -kv[1])[:depth])
+        if self._allowed is not None and mode != "bm25":
+            dense = dict(self.store.dense_search(query_vector, depth, self._allowed))
+        # the best BM25 matches, and the scores of the dense candidates (0 when absent)
+        lexical = (self.store.bm25_search(tokens, depth, self._allowed, scores_of=list(dense),
+                                            frequencies=frequencies)
+                   if mode != "dense" else LexicalHits([], {}))
+        bm25, top_bm25 = lexical.scores, dict(lexical.top)
 
         candidate_ids = list(dict.fromkeys([*dense, *top_bm25]))
         missing = [i for i in candidate_ids if i not in dense]

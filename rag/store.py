@@ -6,8 +6,10 @@ Layout of an index directory::
     .lock                      held by the one writer at a time
     generations/gen-000007/
         manifest.json          format version, model, chunking, fingerprint, sources, counts, the
-                               segments with their tombstones, size and sha256 of every segment
-                               file, next chunk id, its own sha256
+                               segments with their tombstones, size, mtime and sha256 of every
+                               segment file, next chunk id, the sha256 of source-files.json, its own
+        source-files.json      size and mtime of each source file the documents were read from
+                               (`rag index` reads again only files that differ); optional
     segments/seg-000007/       written once, shared by every generation that lists it
         index.sqlite           documents, chunks (chunk_id = FAISS vector id), chunk vectors
         vectors.faiss          IndexIDMap2 over inner product of normalized vectors
@@ -25,8 +27,12 @@ and then swaps CURRENT. Readers resolve CURRENT once and only ever see a complet
 writer killed half-way leaves only temporary folders that the next writer deletes. Generations
 beyond the newest two, and segments no remaining generation lists, are deleted.
 
-Opening a generation compares every file's size with the manifest (a few stat calls); `rag info
---check` and every `rag index` also compare checksums. SQLite is the one file that cannot be
+Opening a generation compares every file's size with the manifest (a few stat calls). Every
+`rag index` / `rag remove` also compares the checksums of the files whose mtime is not the one
+recorded when their checksum last matched (a new segment's files are checksummed as they are
+written), and records the new mtimes: an update reads what changed, not the whole index. `rag
+info --check` and `rag index --check` compare every checksum; they alone find damage that kept
+a file's size and mtime. A merge checksums the SQLite files it copies. SQLite is the one file that cannot be
 rebuilt from the others: a segment whose FAISS or postings are damaged is copied from its SQLite
 (chunk text and vectors) into the next segment by `rag index`, without the model (see
 `find_update_base`). Indexes of format 2 (one generation = one SQLite/FAISS/bm25s set) are
@@ -52,10 +58,10 @@ from typing import Any
 import numpy as np
 
 from .config import INDEX_FORMAT_VERSION
-from .documents import source_file
+from .documents import READER_VERSION, FileState, source_file
 from .errors import IndexNotFoundError, StoreError
 from .postings import Postings, lucene_idf
-from .types import Chunk, Document, IndexedDocument, StoredChunk
+from .types import Chunk, Document, IndexedDocument, LexicalHits, StoredChunk
 
 logging.getLogger("faiss.loader").setLevel(logging.WARNING)  # its CPU-feature probing is noise
 import faiss  # noqa: E402
@@ -64,6 +70,7 @@ CURRENT_FILE = "CURRENT"
 GENERATIONS = "generations"
 SEGMENTS = "segments"
 MANIFEST = "manifest.json"
+SOURCE_FILES = "source-files.json"
 SQLITE = "index.sqlite"
 VECTORS = "vectors.faiss"
 BM25_DIR = "postings"
@@ -71,6 +78,8 @@ LEGACY_FORMAT = 2  # one generation = one set of files, bm25s scores; converted 
 LEGACY_SEGMENT = ""  # the name of a legacy generation's own files, seen as a segment
 MANIFEST_CHECKSUM = "manifest_sha256"
 REPAIR = "run `rag index` to repair"
+# damage that left a file's size and mtime as recorded: plain `rag index` trusts such files
+REPAIR_CHECKED = "run `rag index --check` to repair"
 # Merge policy (see merge_plan): few segments keep a search to few FAISS/SQLite look-ups; a
 # segment mostly tombstoned wastes memory and time on rows no search returns.
 MAX_SEGMENTS = 8
@@ -115,9 +124,11 @@ DOCUMENT_COLUMNS = ("doc_id", "title", "text", "sha256", "source_path", "url", "
 
 @dataclass(frozen=True)
 class StoredFile:
-    """A file of a generation as it was published."""
+    """A file of a generation as it was published, and its mtime when its checksum last matched
+    (0: unknown, in indexes from before mtimes)."""
     size: int
     sha256: str
+    mtime_ns: int = 0
 
 
 @dataclass(frozen=True)
@@ -150,20 +161,24 @@ class Manifest:
     files: dict[str, StoredFile] = field(default_factory=dict)
     segments: tuple[SegmentRecord, ...] = ()
     next_chunk_id: int = 1
+    source_files_sha256: str = ""  # of SOURCE_FILES beside it; empty: none
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Manifest:
-        values = {k: data[k] for k in cls.__dataclass_fields__ if k not in ("files", "segments", "next_chunk_id")}
+        values = {k: data[k] for k in cls.__dataclass_fields__
+                  if k not in ("files", "segments", "next_chunk_id", "source_files_sha256")}
         files = {name: StoredFile(**record) for name, record in data.get("files", {}).items()}
         segments = tuple(SegmentRecord(**{**s, "deleted": tuple(s.get("deleted", ()))})
                          for s in data.get("segments", ()))
         if values["format_version"] == LEGACY_FORMAT:
             segments = (SegmentRecord(LEGACY_SEGMENT, values["documents"], values["chunks"]),)
-        return cls(**values, files=files, segments=segments, next_chunk_id=int(data.get("next_chunk_id", 1)))
+        return cls(**values, files=files, segments=segments, next_chunk_id=int(data.get("next_chunk_id", 1)),
+                   source_files_sha256=str(data.get("source_files_sha256", "")))
 
     def to_dict(self) -> dict[str, Any]:
         data = {k: getattr(self, k) for k in self.__dataclass_fields__}
-        data["files"] = {name: {"size": f.size, "sha256": f.sha256} for name, f in self.files.items()}
+        data["files"] = {name: {"size": f.size, "sha256": f.sha256, "mtime_ns": f.mtime_ns}
+                         for name, f in self.files.items()}
         data["segments"] = [{"name": s.name, "documents": s.documents, "chunks": s.chunks,
                              "deleted": list(s.deleted), "deleted_chunks": s.deleted_chunks}
                             for s in self.segments]
@@ -178,12 +193,13 @@ class Manifest:
 class DamagedFile:
     path: Path
     reason: str
+    advice: str = REPAIR
 
     def __str__(self) -> str:
         return f"{self.path} is damaged ({self.reason})"
 
     def error(self) -> StoreError:
-        return StoreError(f"{self}: {REPAIR}")
+        return StoreError(f"{self}: {self.advice}")
 
 
 @dataclass(frozen=True)
@@ -196,10 +212,11 @@ class UpdateBase:
     rewrite: frozenset[str]  # segments to copy from their SQLite (damaged FAISS/postings, legacy)
     unrecoverable: frozenset[str]  # documents whose vectors no file holds any more: embed again
     fallback: bool  # `generation` is not the one CURRENT names
+    verified: dict[str, StoredFile] = field(default_factory=dict)  # checksummed now, with today's mtime
 
     @property
     def needs_publish(self) -> bool:
-        return bool(self.damage or self.rewrite)
+        return bool(self.damage or self.rewrite or self.verified)  # verified: record the new mtimes
 
 
 def segment_folder(generation_dir: Path, name: str) -> Path:
@@ -273,33 +290,50 @@ def _manifest_checksum(data: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(data, sort_keys=True, ensure_ascii=False).encode()).hexdigest()
 
 
-def find_damage(generation_dir: Path, manifest: Manifest, *, checksums: bool) -> list[DamagedFile]:
+def find_damage(generation_dir: Path, manifest: Manifest, *, checksums: bool,
+                trust_unchanged: bool = False) -> list[DamagedFile]:
     """The files of a generation's segments that differ from what its manifest recorded: sizes
-    only (a few stat calls), or checksums too (reads every file). A legacy index from before
-    checksums has no records: with `checksums` its SQLite and FAISS files are probed instead."""
+    only (a few stat calls), or checksums too (reads every file). `trust_unchanged` checksums
+    only files whose mtime differs from the one recorded when their checksum last matched.
+    A legacy index from before checksums has no records: with `checksums` its SQLite and FAISS
+    files are probed instead."""
+    return _check_files(generation_dir, manifest, checksums, trust_unchanged)[0]
+
+
+def _check_files(generation_dir: Path, manifest: Manifest, checksums: bool, trust_unchanged: bool
+                 ) -> tuple[list[DamagedFile], dict[str, StoredFile]]:
+    """(the damaged files, the records of the files checksummed intact, with their mtime now)."""
     if not manifest.files:
-        return _probe_unrecorded(generation_dir) if checksums and manifest.legacy else []
+        return (_probe_unrecorded(generation_dir) if checksums and manifest.legacy else []), {}
     root = generation_dir if manifest.legacy else generation_dir.parent.parent
-    damaged = []
+    damaged, verified = [], {}
     for name, record in manifest.files.items():
         path = root / name
         try:
-            size = path.stat().st_size
+            stat = path.stat()
         except FileNotFoundError:
             damaged.append(DamagedFile(path, "missing"))
             continue
-        if size != record.size:
-            damaged.append(DamagedFile(path, f"{size} bytes, the manifest says {record.size}"))
-        elif checksums and _sha256(path) != record.sha256:
-            damaged.append(DamagedFile(path, "its checksum does not match the manifest"))
-    return damaged
+        if stat.st_size != record.size:
+            damaged.append(DamagedFile(path, f"{stat.st_size} bytes, the manifest says {record.size}"))
+        elif not checksums or (trust_unchanged and record.mtime_ns == stat.st_mtime_ns):
+            continue
+        elif _sha256(path) != record.sha256:
+            damaged.append(DamagedFile(path, "its checksum does not match the manifest",
+                                       REPAIR_CHECKED if record.mtime_ns == stat.st_mtime_ns else REPAIR))
+        elif record.mtime_ns != stat.st_mtime_ns:
+            verified[name] = replace(record, mtime_ns=stat.st_mtime_ns)
+    return damaged, verified
 
 
-def check_generation(generation_dir: Path, manifest: Manifest, *, checksums: bool) -> None:
-    """Raise a StoreError naming the first damaged file (see `find_damage`)."""
-    damage = find_damage(generation_dir, manifest, checksums=checksums)
+def check_generation(generation_dir: Path, manifest: Manifest, *, checksums: bool,
+                     trust_unchanged: bool = False) -> dict[str, StoredFile]:
+    """Raise a StoreError naming the first damaged file (see `find_damage`); else the records
+    of the files whose checksum was verified under a new mtime."""
+    damage, verified = _check_files(generation_dir, manifest, checksums, trust_unchanged)
     if damage:
         raise damage[0].error()
+    return verified
 
 
 def _probe_unrecorded(generation_dir: Path) -> list[DamagedFile]:
@@ -426,6 +460,7 @@ class Store:
             raise
         self._size = sum(s.size for s in self._segments)
         self._average_length = sum(s.total_length for s in self._segments) / max(1, self._size)
+        self._length_norms = [s.postings.length_norm(self._average_length) for s in self._segments]
 
     @classmethod
     def open(cls, index_dir: str | Path, *, check: bool = False) -> Store:
@@ -498,18 +533,60 @@ class Store:
 
     def bm25_scores(self, tokens: list[str]) -> dict[int, float]:
         """chunk_id → BM25 score, for every chunk that matches at least one token."""
-        if not tokens or self.size == 0:
-            return {}
-        frequencies = self.document_frequencies(tokens)
-        weighted = [(t, lucene_idf(self.size, frequencies[t])) for t in tokens if frequencies[t]]
         out: dict[int, float] = {}
-        for segment in self._segments:
-            scores = segment.postings.scores(weighted, self._average_length)
-            if segment.live is not None:
-                scores[~segment.live] = 0
+        for segment, scores in self._segment_bm25(tokens, None):
             hits = np.flatnonzero(scores > 0)
             out.update(zip(segment.postings.chunk_ids[hits].tolist(), scores[hits].tolist()))
         return out
+
+    def bm25_search(self, tokens: list[str], k: int, allowed: np.ndarray | None = None,
+                    scores_of: Sequence[int] = (), frequencies: dict[str, int] | None = None) -> LexicalHits:
+        """The k best BM25 matches (among the `allowed` chunk ids when given, sorted), and the
+        scores of the chunks in `scores_of` that match; `frequencies`: `document_frequencies(tokens)`
+        when the caller has them."""
+        found_ids, found_scores, asked = [], [], {}
+        wanted = np.asarray(scores_of, dtype=np.int64)
+        for segment, scores in self._segment_bm25(tokens, allowed, frequencies):
+            ids = segment.postings.chunk_ids
+            if k > 0:
+                if np.count_nonzero(scores) > k:  # the k-th best score, then every row reaching it
+                    kth = len(scores) - k
+                    rows = np.flatnonzero(scores >= np.partition(scores, kth)[kth])
+                else:
+                    rows = np.flatnonzero(scores > 0)
+                found_ids.append(ids[rows])  # in row order: ties then rank as in a full sort
+                found_scores.append(scores[rows])
+            if len(wanted):
+                at = np.minimum(np.searchsorted(ids, wanted), len(ids) - 1)
+                mine = (ids[at] == wanted) & (scores[at] > 0)
+                asked.update(zip(wanted[mine].tolist(), scores[at[mine]].tolist()))
+        if not found_ids:
+            return LexicalHits([], asked)
+        ids, scores = np.concatenate(found_ids), np.concatenate(found_scores)
+        best = np.argsort(-scores, kind="stable")[:k]
+        top = list(zip(ids[best].tolist(), scores[best].tolist()))
+        return LexicalHits(top, {**asked, **dict(top)})
+
+    def _segment_bm25(self, tokens: list[str], allowed: np.ndarray | None,
+                      frequencies: dict[str, int] | None = None):
+        """(segment, BM25 score of each of its rows), 0 for tombstoned and not allowed rows."""
+        if not tokens or self.size == 0:
+            return
+        frequencies = self.document_frequencies(tokens) if frequencies is None else frequencies
+        weighted = [(t, lucene_idf(self.size, frequencies[t])) for t in tokens if frequencies[t]]
+        if not weighted:
+            return
+        for segment, norm in zip(self._segments, self._length_norms):
+            if not len(segment.postings.chunk_ids):
+                continue
+            scores = segment.postings.scores(weighted, self._average_length, norm)
+            if segment.live is not None:
+                scores[~segment.live] = 0
+            if allowed is not None:
+                ids = segment.postings.chunk_ids
+                at = np.minimum(np.searchsorted(allowed, ids), max(0, len(allowed) - 1))
+                scores[allowed[at] != ids if len(allowed) else slice(None)] = 0
+            yield segment, scores
 
     def document_frequencies(self, tokens: Iterable[str]) -> dict[str, int]:
         """In how many live chunks each lexical token occurs (0 for tokens the corpus lacks)."""
@@ -664,13 +741,38 @@ def _columns(db: sqlite3.Connection, table: str, schema: str = "main") -> set[st
     return {row[1] for row in db.execute(f"PRAGMA {schema}.table_info({table})")}
 
 
-def stored_document_hashes(generation_dir: Path) -> dict[str, tuple[str, int]]:
-    """doc_id → (content hash, number of chunks) in a generation."""
+@dataclass(frozen=True)
+class StoredDocumentState:
+    """What an update compares a document with: its content hash, chunk count and source file."""
+    sha256: str
+    chunks: int
+    source_file: str
+
+
+def stored_document_hashes(generation_dir: Path) -> dict[str, StoredDocumentState]:
+    """doc_id → what the generation holds of it."""
     manifest = read_manifest(generation_dir)
     rows = _live_documents(generation_dir, manifest,
-                           "SELECT d.doc_id, d.sha256, COUNT(c.chunk_id) FROM documents d "
+                           "SELECT d.doc_id, d.sha256, COUNT(c.chunk_id), d.source_path FROM documents d "
                            "LEFT JOIN chunks c USING (doc_id) GROUP BY d.doc_id")
-    return {doc_id: (sha, n) for doc_id, sha, n in rows}
+    return {doc_id: StoredDocumentState(sha, n, str(source_file(source))) for doc_id, sha, n, source in rows}
+
+
+def source_file_states(generation_dir: Path, manifest: Manifest) -> dict[str, FileState]:
+    """The source files' states a generation recorded; empty when it has none or they are
+    damaged (the update then reads every file, which is only slower)."""
+    if not manifest.source_files_sha256:
+        return {}
+    try:
+        raw = (generation_dir / SOURCE_FILES).read_bytes()
+        if hashlib.sha256(raw).hexdigest() != manifest.source_files_sha256:
+            return {}
+        data = json.loads(raw)
+        if data.get("reader") != READER_VERSION:
+            return {}
+        return {path: FileState(int(size), int(mtime)) for path, (size, mtime) in data["files"].items()}
+    except (OSError, ValueError, TypeError, KeyError, AttributeError):
+        return {}
 
 
 def _documents_without_vectors(folder: Path) -> set[str]:
@@ -686,8 +788,10 @@ def _documents_without_vectors(folder: Path) -> set[str]:
         db.close()
 
 
-def find_update_base(index_dir: Path) -> UpdateBase:
-    """Check the index with checksums and choose what the next generation is built from.
+def find_update_base(index_dir: Path, *, check: bool = False) -> UpdateBase:
+    """Check the index and choose what the next generation is built from. Sizes of every file
+    are compared; checksums of the files whose mtime is not the one recorded when their checksum
+    last matched (a segment is checksummed when written), or of every file with `check`.
 
     The generation CURRENT names comes first, then the others newest first: the first one whose
     manifest and every segment's SQLite are intact is the base. Its segments with a damaged FAISS
@@ -708,7 +812,7 @@ def find_update_base(index_dir: Path) -> UpdateBase:
             damage.append(str(exc).rsplit(": ", 1)[0])  # without the advice: this run acts on it
             continue
         sources = manifest.sources if sources is None else sources
-        damaged = find_damage(generation, manifest, checksums=True)
+        damaged, verified = _check_files(generation, manifest, True, not check)
         damage += [str(d) for d in damaged]
         if any(d.path.name == SQLITE for d in damaged):
             continue
@@ -722,7 +826,7 @@ def find_update_base(index_dir: Path) -> UpdateBase:
             if any(d.path.name == VECTORS for d in hit):
                 unrecoverable |= _documents_without_vectors(folder) - set(record.deleted)
         return UpdateBase(generation, manifest, sources, tuple(damage), frozenset(rewrite),
-                          frozenset(unrecoverable), fallback=generation != pointed)
+                          frozenset(unrecoverable), fallback=generation != pointed, verified=verified)
     return UpdateBase(None, None, sources or [], tuple(damage), frozenset(), frozenset(), fallback=False)
 
 
@@ -757,7 +861,7 @@ class GenerationWriter:
     removes everything this writer made and raises one StoreError saying what filled up."""
 
     def __init__(self, index_dir: Path, base: Path | None, dimension: int, *,
-                 rewrite: Iterable[str] = ()) -> None:
+                 rewrite: Iterable[str] = (), verified: dict[str, StoredFile] | None = None) -> None:
         self.index_dir = index_dir
         self.dimension = dimension
         self.published: Path | None = None
@@ -776,7 +880,8 @@ class GenerationWriter:
             self.db.execute("PRAGMA foreign_keys = ON")
             self.db.executescript(_SCHEMA)
             manifest = read_manifest(base) if base is not None else None
-            self.base_files = manifest.files if manifest is not None else {}
+            self.base_files = {**manifest.files, **(verified or {})} if manifest is not None else {}
+            self.base_source_files = source_file_states(base, manifest) if manifest is not None else {}
             self.next_chunk_id = manifest.next_chunk_id if manifest is not None else 1
             rewrite = set(rewrite) | ({LEGACY_SEGMENT} if manifest is not None and manifest.legacy else set())
             self.kept: dict[str, SegmentRecord] = {}
@@ -788,7 +893,11 @@ class GenerationWriter:
             self.kept_folders = {name: segment_folder(base, name) for name in self.kept} if base else {}
 
     def _copy_segment(self, folder: Path, record: SegmentRecord) -> None:
-        """Copy a segment's live documents, chunks, sentences and vectors into the new one."""
+        """Copy a segment's live documents, chunks, sentences and vectors into the new one, after
+        checking its SQLite's checksum (copying reads all of it anyway)."""
+        stored = self.base_files.get(f"{SEGMENTS}/{record.name}/{SQLITE}" if record.name else SQLITE)
+        if stored is not None and _sha256(folder / SQLITE) != stored.sha256:
+            raise DamagedFile(folder / SQLITE, "its checksum does not match the manifest", REPAIR_CHECKED).error()
         self.db.execute("ATTACH DATABASE ? AS old", (f"file:{folder / SQLITE}?mode=ro&immutable=1",))
         self.db.execute("CREATE TEMP TABLE IF NOT EXISTS gone (doc_id TEXT PRIMARY KEY)")
         self.db.execute("DELETE FROM gone")
@@ -874,11 +983,13 @@ class GenerationWriter:
                     [(chunk_id, start, end, v.astype(SENTENCE_DTYPE).tobytes())
                      for (start, end), v in zip(chunk.sentences, sentence_block)])
 
-    def publish(self, manifest: dict[str, Any], lexical_tokens) -> Manifest:
+    def publish(self, manifest: dict[str, Any], lexical_tokens,
+                source_files: dict[str, FileState] | None = None) -> Manifest:
         """Write the new segment's BM25 postings and vectors, then the manifest, then make this
         generation current in one step.
 
-        lexical_tokens(title, text) → tokens of one chunk for the BM25 index."""
+        lexical_tokens(title, text) → tokens of one chunk for the BM25 index. source_files: the
+        states of the files the generation's documents come from (default: the base's)."""
         with _failing_cleanly(self.index_dir, self.abandon):
             self.db.commit()
             rows = list(self.db.execute(
@@ -921,10 +1032,19 @@ class GenerationWriter:
                             created_at=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
                             files=files, segments=tuple(segments), next_chunk_id=self.next_chunk_id,
                             **manifest)
-            data = full.to_dict()
-            data[MANIFEST_CHECKSUM] = _manifest_checksum(data)
             staging = generations / f".staging-{self.name}-{os.getpid()}"
             staging.mkdir()
+            states = self.base_source_files if source_files is None else source_files
+            if states:
+                encoded = json.dumps({"reader": READER_VERSION, "files": {
+                    path: [s.size, s.mtime_ns] for path, s in sorted(states.items())}}, ensure_ascii=False).encode()
+                with open(staging / SOURCE_FILES, "wb") as fh:
+                    fh.write(encoded)
+                    fh.flush()
+                    os.fsync(fh.fileno())
+                full = replace(full, source_files_sha256=hashlib.sha256(encoded).hexdigest())
+            data = full.to_dict()
+            data[MANIFEST_CHECKSUM] = _manifest_checksum(data)
             _write_synced(staging / MANIFEST, json.dumps(data, indent=2, ensure_ascii=False) + "\n")
             _fsync_dir(staging)
             final = generations / self.name
@@ -1050,7 +1170,8 @@ def _seal(folder: Path) -> dict[str, StoredFile]:
         with open(path, "rb") as fh:
             digest = hashlib.file_digest(fh, "sha256").hexdigest()
             os.fsync(fh.fileno())
-        files[path.relative_to(folder).as_posix()] = StoredFile(path.stat().st_size, digest)
+        stat = path.stat()
+        files[path.relative_to(folder).as_posix()] = StoredFile(stat.st_size, digest, stat.st_mtime_ns)
     return files
 
 

@@ -34,6 +34,14 @@ class Chunk:
 
 
 @dataclass(frozen=True)
+class LexicalHits:
+    """A BM25 search: the best chunks, and the scores of the chunks asked about besides."""
+
+    top: list[tuple[int, float]]  # (chunk_id, score), best first; equal scores in index order
+    scores: dict[int, float]  # chunk_id → score > 0, for `top` and the chunks asked about that match
+
+
+@dataclass(frozen=True)
 class StoredChunk:
     """A chunk as the index holds it, with its document's title."""
 

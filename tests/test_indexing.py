@@ -98,6 +98,38 @@ def test_unchanged_run_publishes_nothing(settings, embedder, corpus):
     assert current_generation(settings.resolved_index_dir) == generation
 
 
+def test_files_as_recorded_are_not_read_again(settings, embedder, corpus, monkeypatch):
+    """An update reads only files whose size or mtime differ from what the index recorded; a
+    file touched without a change is read, found unchanged and embedded no more."""
+    import rag.documents
+
+    index = Index(settings, embedder)
+    index.update([corpus])
+    read: list[str] = []
+    real_load = rag.documents._load_file
+    monkeypatch.setattr(rag.documents, "_load_file",
+                        lambda path, *args, **kw: read.append(path.name) or real_load(path, *args, **kw))
+    first, touched = sorted(corpus.glob("*.txt"))[:2]
+    (corpus / "new.txt").write_text(NEW_ARTICLE, encoding="utf-8")
+    os.utime(touched)
+    report = index.update()
+    assert sorted(read) == sorted(["new.txt", touched.name])
+    assert report.added.documents == 1 and report.changed.documents == 0 and report.unchanged.documents == 5
+    assert report.embedded_chunks == report.added.chunks
+    read.clear()
+    first.write_text(first.read_text(encoding="utf-8") + "\nفقرة أخرى.\n", encoding="utf-8")
+    touched.unlink()
+    report = index.update()
+    # new.txt and the touched file were modified just now (their state is not trusted yet)
+    assert sorted(read) == sorted(["new.txt", first.name])
+    assert report.changed.documents == 1 and report.removed.documents == 1 and report.unchanged.documents == 4
+    assert touched.name not in docs_in(index.store) and "new.txt" in docs_in(index.store)
+    read.clear()
+    monkeypatch.setattr("rag.store.READER_VERSION", "another reader")  # it may read files differently
+    report = index.update()
+    assert len(read) == 5 and report.embedded_chunks == 0 and report.unchanged.documents == 5
+
+
 def test_rerun_without_paths_uses_the_recorded_sources(settings, embedder, corpus):
     index = Index(settings, embedder)
     index.update([corpus])

@@ -11,6 +11,7 @@ import sys
 import textwrap
 import time
 
+import numpy as np
 import pytest
 
 from rag.api import Index
@@ -158,3 +159,28 @@ def test_a_reader_keeps_searching_its_generation_during_a_merge(index):
     assert sorted(reader.bm25_scores(["ماس", "الح"]).items()) == expected
     assert reader.chunks(reader.chunk_ids_of(reader.document_ids()[:1]))
     reader.close()
+
+
+def test_bm25_top_k_is_the_full_ranking_cut_at_k(index, monkeypatch):
+    """The store's top-k (argpartition per segment) equals sorting every BM25 hit, ties kept in
+    index order, over segments with tombstones, with and without an allowed set."""
+    index, corpus = index
+    monkeypatch.setattr("rag.store.MAX_TOMBSTONE_SHARE", 1.0)  # keep the tombstones
+    for i in range(3):
+        edit(corpus, i)
+        index.update()
+    store = index.store
+    assert len(store.segment_names) > 1 and any(s.deleted for s in store.manifest.segments)
+    tokens = ["ماس", "الح", "ال", "في"]
+    every = store.bm25_scores(tokens)
+    ranked = sorted(every.items(), key=lambda kv: -kv[1])
+    ids = sorted(every)
+    allowed = np.asarray(ids[::3], dtype=np.int64)
+    for k in (1, 5, 40, len(every) + 10):
+        hits = store.bm25_search(tokens, k, scores_of=ids[:7] + [10**9])
+        assert hits.top == ranked[:k]
+        assert hits.scores == {**{i: every[i] for i in ids[:7]}, **dict(ranked[:k])}
+        chosen = [(i, s) for i, s in ranked if i in set(allowed.tolist())][:k]
+        assert store.bm25_search(tokens, k, allowed).top == chosen
+    assert len({s for _, s in ranked}) < len(ranked)  # ties exist, so their order is tested
+    assert store.bm25_search(["لا-يوجد"], 5).top == []

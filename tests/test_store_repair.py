@@ -215,6 +215,44 @@ def test_same_size_damage_is_caught_by_info_check(damaged, name):
     assert lines == [f"error: {path} is damaged (its checksum does not match the manifest): {REPAIR}"]
 
 
+def test_damage_that_keeps_size_and_mtime_is_left_to_the_full_check(damaged):
+    """The trade-off of a fast `rag index`: a file whose size and mtime are what the manifest
+    recorded when its checksum last matched is not read again, so silent damage (bit rot) is
+    found by `rag info --check`, which points to `rag index --check`, which repairs it."""
+    settings = damaged["settings"]
+    path = segments(settings)[0] / VECTORS
+    stat = path.stat()
+    scramble(path)
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    before = current(settings)
+    assert repair_quietly(damaged) == 0 and current(settings) == before  # nothing to do, nothing noticed
+    proc = run_cli("info", "--check", env=cli_env(settings), check=False)
+    assert proc.returncode == 1 and proc.stderr.strip().splitlines() == [
+        f"error: {path} is damaged (its checksum does not match the manifest): run `rag index --check` to repair"]
+    damaged["encoded"].clear()
+    notes: list[str] = []
+    damaged["index"].update(check=True, notify=notes.append)
+    assert any("repairing" in note for note in notes) and sum(damaged["encoded"]) == 0
+    assert_intact(damaged)
+
+
+def test_a_checked_file_is_not_checksummed_again(damaged, monkeypatch):
+    """After a run has checksummed a file (here: all of them, the index copied with new mtimes),
+    the next runs only compare its size and mtime."""
+    settings = damaged["settings"]
+    for path in settings.resolved_index_dir.rglob("*"):
+        if path.is_file():
+            os.utime(path)
+    read: list[Path] = []
+    real = rag.store._sha256
+    monkeypatch.setattr(rag.store, "_sha256", lambda path: read.append(path) or real(path))
+    damaged["index"].update()
+    assert len(read) >= 8  # every file once, their new mtimes recorded by the new generation
+    read.clear()
+    damaged["index"].update()
+    assert read == []
+
+
 def test_an_intact_index_passes_the_check(damaged):
     info = run_info(damaged["settings"], "--check")
     assert info["check"] == f"all {info['files']} files match their checksums" and info["files"] >= 8
