@@ -337,8 +337,6 @@ def onnx_graph(model_dir: Path, quantized: bool = False) -> Path:
 
 
 def _export(model_dir: Path, path: Path) -> None:
-    import warnings
-
     _quiet_libraries()
     import torch
     from safetensors.torch import load_file
@@ -359,14 +357,25 @@ def _export(model_dir: Path, path: Path) -> None:
             return self.encoder(input_ids=input_ids, attention_mask=attention_mask,
                                 token_type_ids=torch.zeros_like(input_ids)).last_hidden_state
 
+    export_onnx(Hidden().eval(), path, "last_hidden_state")
+
+
+def export_onnx(module: Any, path: Path, output: str) -> None:
+    """Export a torch module taking (input_ids, attention_mask) of any batch size and length to
+    ONNX at `path`; the file takes its name only when complete."""
+    import warnings
+
+    import torch
+
     sample = torch.tensor([[0, 100, 200, 2, 300, 400, 2], [0, 5, 6, 2, 7, 2, 1]])
+    path.parent.mkdir(parents=True, exist_ok=True)
     with _staged(path) as staged, warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the tracer's notes on shapes, not for the user
-        torch.onnx.export(Hidden().eval(), (sample, (sample != 1).long()), str(staged),
-                          input_names=["input_ids", "attention_mask"], output_names=["last_hidden_state"],
+        torch.onnx.export(module, (sample, (sample != 1).long()), str(staged),
+                          input_names=["input_ids", "attention_mask"], output_names=[output],
                           dynamic_axes={"input_ids": {0: "batch", 1: "tokens"},
                                         "attention_mask": {0: "batch", 1: "tokens"},
-                                        "last_hidden_state": {0: "batch", 1: "tokens"}},
+                                        output: {0: "batch", 1: "tokens"}},
                           opset_version=17, dynamo=False)
 
 

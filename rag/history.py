@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import ConfigError, StoreError
-from .types import Answer
+from .types import Answer, Citation
 
 DATABASE_NAME = "chat.sqlite3"
 FILES_FOLDER = "chat-files"
@@ -230,16 +230,6 @@ def conversation(steps: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
 
 
 @dataclass(frozen=True)
-class SavedCitation:
-    n: int
-    doc_id: str
-    title: str
-    quote: str
-    start: int
-    end: int
-
-
-@dataclass(frozen=True)
 class FeedbackRecord:
     """One rated answer, as the chat saved it: what was asked, what was answered and quoted."""
 
@@ -248,7 +238,7 @@ class FeedbackRecord:
     user: str | None
     question: str
     answer: str
-    citations: tuple[SavedCitation, ...]
+    citations: tuple[Citation, ...]
     rating: str  # "up" or "down"
     comment: str | None
     rated_at: str | None
@@ -292,7 +282,7 @@ def feedback_records(path: Path) -> list[FeedbackRecord]:
             thread_id=row["thread_id"], step_id=row["step_id"], user=row["user"],
             question=turn.get("question", row["asked"] or ""),
             answer=turn.get("answer", row["output"] or ""),
-            citations=tuple(SavedCitation(**c) for c in turn.get("citations", [])),
+            citations=tuple(Citation(**c) for c in turn.get("citations", [])),
             rating="up" if row["value"] == 1 else "down", comment=row["comment"] or None,
             rated_at=row["rated_at"], answered_at=row["answered_at"]))
     return records

@@ -227,11 +227,9 @@ def _onnx_runner(path: Path) -> Callable[[np.ndarray, np.ndarray], np.ndarray]:
 
 
 def _export_onnx(encoder: Any, head: Any, path: Path) -> None:
-    import os
-    import tempfile
-    import warnings
-
     import torch
+
+    from .embeddings import export_onnx
 
     class Logits(torch.nn.Module):
         def __init__(self) -> None:
@@ -243,20 +241,9 @@ def _export_onnx(encoder: Any, head: Any, path: Path) -> None:
                                   token_type_ids=torch.zeros_like(input_ids)).last_hidden_state
             return self.head(hidden)
 
-    path.parent.mkdir(parents=True, exist_ok=True)
     previous = encoder.config._attn_implementation
     encoder.config._attn_implementation = "eager"  # exports faithfully; sdpa does not
     try:
-        with tempfile.TemporaryDirectory(dir=path.parent) as tmp, warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # the tracer's notes on shapes, not for the user
-            staged = Path(tmp) / "reader.onnx"
-            sample = torch.tensor([[0, 100, 200, 2, 300, 400, 2], [0, 5, 6, 2, 7, 2, 1]])
-            torch.onnx.export(Logits().eval(), (sample, (sample != 1).long()), str(staged),
-                              input_names=["input_ids", "attention_mask"], output_names=["logits"],
-                              dynamic_axes={"input_ids": {0: "batch", 1: "tokens"},
-                                            "attention_mask": {0: "batch", 1: "tokens"},
-                                            "logits": {0: "batch", 1: "tokens"}},
-                              opset_version=17, dynamo=False)
-            os.replace(staged, path)
+        export_onnx(Logits().eval(), path, "logits")
     finally:
         encoder.config._attn_implementation = previous

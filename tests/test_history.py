@@ -142,7 +142,7 @@ def test_feedback_export_has_question_answer_citations_rating_and_comment(tmp_pa
     assert (down.thread_id, down.step_id, down.user) == (thread_id, down_id, "analyst")
     assert (down.question, down.answer, down.rating) == (QUESTION, ANSWER.answer, "down")
     assert down.comment == "الاقتباس لا يجيب عن السؤال"
-    assert down.citations == (history.SavedCitation(n=1, doc_id="000_4180ecd25a632971.txt",
+    assert down.citations == (Citation(n=1, doc_id="000_4180ecd25a632971.txt",
                                                     title="ماسك والحرب الأهلية", quote=QUOTE, start=120, end=151),)
     assert down.answered_at == "2025-01-01T10:00:05.000Z" and down.rated_at.startswith("20")
     assert (up.step_id, up.rating, up.comment) == (up_id, "up", None)
