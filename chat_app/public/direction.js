@@ -53,16 +53,12 @@
   else document.addEventListener("DOMContentLoaded", start);
 })();
 
-// Chainlit loads one custom script: this one brings the source view's (sources.js) along.
+// Chainlit loads one custom script: this one brings the source view's (sources.js) and the
+// loading banner's (status.js) along.
 (function () {
-  const script = document.createElement("script");
-  script.src = new URL("sources.js", document.currentScript.src).href;
-  document.head.appendChild(script);
-})();
-
-// … and the loading banner's (status.js).
-(function () {
-  const script = document.createElement("script");
-  script.src = new URL("status.js", document.currentScript.src).href;
-  document.head.appendChild(script);
+  for (const name of ["sources.js", "status.js"]) {
+    const script = document.createElement("script");
+    script.src = new URL(name, document.currentScript.src).href;
+    document.head.appendChild(script);
+  }
 })();
