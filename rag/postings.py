@@ -14,9 +14,11 @@ from __future__ import annotations
 
 import json
 import math
+from array import array
 from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from itertools import repeat
 from pathlib import Path
 
 import numpy as np
@@ -39,26 +41,23 @@ class Postings:
               lexical_tokens: Callable[[str, str], list[str]]) -> Postings:
         """From (chunk_id, title, text) rows in ascending chunk_id order."""
         vocab: dict[str, int] = {}
-        terms: list[int] = []
-        row_of: list[int] = []
-        counts: list[int] = []
-        chunk_ids: list[int] = []
-        lengths: list[int] = []
+        # compact arrays, not lists: a million chunks have ~10⁸ (term, row) pairs
+        terms, row_of, counts = array("i"), array("i"), array("i")
+        chunk_ids, lengths = array("q"), array("i")
         for row, (chunk_id, title, text) in enumerate(rows):
             tokens = lexical_tokens(title, text) or [""]
             chunk_ids.append(chunk_id)
             lengths.append(len(tokens))
-            for token, count in Counter(tokens).items():
-                terms.append(vocab.setdefault(token, len(vocab)))
-                row_of.append(row)
-                counts.append(count)
-        term_ids = np.asarray(terms, dtype=np.int64)
+            counted = Counter(tokens)
+            terms.extend(vocab.setdefault(token, len(vocab)) for token in counted)
+            row_of.extend(repeat(row, len(counted)))
+            counts.extend(counted.values())
+        term_ids = np.frombuffer(terms, dtype=np.int32) if terms else np.zeros(0, dtype=np.int32)
         order = np.argsort(term_ids, kind="stable")  # rows stay ascending within a term
         indptr = np.zeros(len(vocab) + 1, dtype=np.int64)
         np.cumsum(np.bincount(term_ids, minlength=len(vocab)), out=indptr[1:])
-        return cls(vocab, indptr, np.asarray(row_of, dtype=np.int32)[order],
-                   np.asarray(counts, dtype=np.float32)[order], np.asarray(lengths, dtype=np.float32),
-                   np.asarray(chunk_ids, dtype=np.int64))
+        return cls(vocab, indptr, _array(row_of, np.int32)[order], _array(counts, np.int32)[order].astype(np.float32),
+                   _array(lengths, np.int32).astype(np.float32), _array(chunk_ids, np.int64))
 
     def save(self, folder: Path) -> None:
         folder.mkdir()
@@ -70,7 +69,9 @@ class Postings:
     def load(cls, folder: Path) -> Postings:
         """Raises OSError or ValueError when a file is missing or unreadable."""
         terms = json.loads((folder / "vocab.json").read_text(encoding="utf-8"))
-        arrays = {name.removesuffix(".npy"): np.load(folder / name, allow_pickle=False) for name in FILES[1:]}
+        # mapped, not read: a search touches only the postings of its query terms
+        arrays = {name.removesuffix(".npy"): np.load(folder / name, mmap_mode="r", allow_pickle=False)
+                  for name in FILES[1:]}
         postings = cls({term: i for i, term in enumerate(terms)}, **arrays)
         if (len(postings.indptr) != len(terms) + 1 or postings.indptr[-1] != len(postings.rows)
                 or len(postings.tf) != len(postings.rows) or len(postings.lengths) != len(postings.chunk_ids)):
@@ -102,6 +103,10 @@ class Postings:
             rows, tf = self.rows[start:end], self.tf[start:end]
             total[rows] += np.float32(idf) * tf / (norm[rows] + tf)
         return total
+
+
+def _array(values: array, dtype) -> np.ndarray:
+    return np.frombuffer(values, dtype=dtype) if len(values) else np.zeros(0, dtype=dtype)
 
 
 def lucene_idf(n_chunks: int, frequency: int) -> float:

@@ -12,7 +12,10 @@ Layout of an index directory::
                                (`rag index` reads again only files that differ); optional
     segments/seg-000007/       written once, shared by every generation that lists it
         index.sqlite           documents, chunks (chunk_id = FAISS vector id), chunk vectors
-        vectors.faiss          IndexIDMap2 over inner product of normalized vectors
+        vectors.faiss          inner product of normalized vectors: exact (IndexIDMap2 over a
+                               flat index) or, in a segment of `approximate_search_from` chunks
+                               or more, IVF over 8-bit codes, its candidates re-scored exactly
+                               with the float32 vectors in SQLite
         postings/              raw BM25 term frequencies (rag.postings)
 
 An update writes one segment with the new and changed documents and a generation whose manifest
@@ -84,6 +87,14 @@ REPAIR_CHECKED = "run `rag index --check` to repair"
 # segment mostly tombstoned wastes memory and time on rows no search returns.
 MAX_SEGMENTS = 8
 MAX_TOMBSTONE_SHARE = 0.2
+# Approximate segments (see _approximate_index): IVF lists of ~n/(2·√n) vectors, 1/16 of them
+# probed (at least 16), and RESCORE × k candidates re-scored with the exact vectors. Measured in
+# docs/retrieval.md ("A million chunks").
+MIN_PROBES = 16
+PROBE_SHARE = 16
+RESCORE = 4
+APPROXIMATE_FROM = 200_000  # default of Settings.approximate_search_from
+EXACT_FILTER_ROWS = 4096  # a filter this selective is searched exactly, not through the lists
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS documents (
@@ -386,6 +397,7 @@ class _Segment:
             if not {"documents", "chunks", "sentences"} <= tables:
                 raise sqlite3.DatabaseError("its tables are missing")
             self.vectors = _read_vectors(folder / VECTORS)
+            self.approximate = isinstance(self.vectors, faiss.IndexIVF)
             self.postings = _load_postings(folder / BM25_DIR)
             self.deleted_docs = frozenset(record.deleted)
             deleted_ids = np.asarray(sorted(_chunk_ids_of(self.db, record.deleted)), dtype=np.int64)
@@ -417,19 +429,46 @@ class _Segment:
         return (at < len(self.live_ids)) & (self.live_ids[np.minimum(at, len(self.live_ids) - 1)] == chunk_ids)
 
     def search(self, query: np.ndarray, k: int, allowed: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+        """(scores, chunk ids) of the k nearest live rows (of the `allowed` ones when given); the
+        scores are exact inner products also where the lists are searched approximately."""
+        selector = self.live_selector
         if allowed is not None:
             allowed = allowed[self.holds(allowed)] if self.size else allowed[:0]
             if not len(allowed):
                 return np.zeros(0, dtype=np.float32), np.zeros(0, dtype=np.int64)
+            if self.approximate and len(allowed) <= EXACT_FILTER_ROWS:
+                scores = self.exact_vectors(allowed) @ query[0]
+                best = np.argsort(-scores, kind="stable")[:k]
+                return scores[best].astype(np.float32), allowed[best]
             selector = faiss.IDSelectorBatch(allowed)
-            scores, ids = self.vectors.search(query, min(k, len(allowed)), params=faiss.SearchParameters(sel=selector))
-        elif self.live_selector is not None:
-            scores, ids = self.vectors.search(query, min(k, self.size),
-                                              params=faiss.SearchParameters(sel=self.live_selector))
-        else:
-            scores, ids = self.vectors.search(query, min(k, self.size))
-        keep = ids[0] >= 0
-        return scores[0][keep], ids[0][keep]
+            k = min(k, len(allowed))
+        k = min(k, self.size)
+        if not self.approximate:
+            params = faiss.SearchParameters(sel=selector) if selector is not None else None
+            scores, ids = self.vectors.search(query, k, params=params)
+            keep = ids[0] >= 0
+            return scores[0][keep], ids[0][keep]
+        params = faiss.SearchParametersIVF(sel=selector, nprobe=self.vectors.nprobe) if selector is not None else None
+        _, ids = self.vectors.search(query, min(self.size, RESCORE * k), params=params)
+        ids = ids[0][ids[0] >= 0]
+        scores = self.exact_vectors(ids) @ query[0]
+        best = np.argsort(-scores, kind="stable")[:k]
+        return scores[best].astype(np.float32), ids[best]
+
+    def exact_vectors(self, chunk_ids: np.ndarray) -> np.ndarray:
+        """The float32 vectors of some of this segment's chunks, in the given order."""
+        if not self.approximate:
+            return self.vectors.reconstruct_batch(chunk_ids)
+        out = np.zeros((len(chunk_ids), self.vectors.d), dtype=np.float32)
+        ids = chunk_ids.tolist()
+        where = {chunk_id: i for i, chunk_id in enumerate(ids)}
+        for start in range(0, len(ids), 500):
+            batch = ids[start:start + 500]
+            for chunk_id, blob in self.db.execute(
+                    f"SELECT chunk_id, vector FROM chunk_vectors WHERE chunk_id IN ({','.join('?' * len(batch))})",
+                    batch):
+                out[where[chunk_id]] = np.frombuffer(blob, dtype=np.float32)
+        return out
 
     def close(self) -> None:
         self.db.close()
@@ -525,7 +564,7 @@ class Store:
         for segment in self._segments:
             mine = segment.holds(ids) & ~found
             if mine.any():
-                out[mine] = segment.vectors.reconstruct_batch(ids[mine])
+                out[mine] = segment.exact_vectors(ids[mine])
                 found |= mine
         if not found.all():
             raise StoreError(f"chunk {int(ids[~found][0])} is not in the index at {self.index_dir}")
@@ -861,9 +900,11 @@ class GenerationWriter:
     removes everything this writer made and raises one StoreError saying what filled up."""
 
     def __init__(self, index_dir: Path, base: Path | None, dimension: int, *,
-                 rewrite: Iterable[str] = (), verified: dict[str, StoredFile] | None = None) -> None:
+                 rewrite: Iterable[str] = (), verified: dict[str, StoredFile] | None = None,
+                 approximate_from: int = APPROXIMATE_FROM) -> None:
         self.index_dir = index_dir
         self.dimension = dimension
+        self.approximate_from = approximate_from
         self.published: Path | None = None
         self.published_segment: Path | None = None
         generations, segments = index_dir / GENERATIONS, index_dir / SEGMENTS
@@ -992,39 +1033,43 @@ class GenerationWriter:
         states of the files the generation's documents come from (default: the base's)."""
         with _failing_cleanly(self.index_dir, self.abandon):
             self.db.commit()
-            rows = list(self.db.execute(
-                "SELECT c.chunk_id, d.title, c.text FROM chunks c JOIN documents d USING (doc_id) "
-                "ORDER BY c.chunk_id"))
+            n_rows = self.db.execute("SELECT COUNT(*) FROM chunks").fetchone()[0]
             n_docs = self.db.execute("SELECT COUNT(*) FROM documents").fetchone()[0]
-            stored = self.db.execute("SELECT chunk_id, vector FROM chunk_vectors ORDER BY chunk_id").fetchall()
-            self.db.close()
-            if len(stored) != len(rows):
-                raise StoreError(f"internal error: {len(stored)} vectors for {len(rows)} chunks")
+            n_stored = self.db.execute("SELECT COUNT(*) FROM chunk_vectors").fetchone()[0]
+            if n_stored != n_rows:
+                raise StoreError(f"internal error: {n_stored} vectors for {n_rows} chunks")
             segments = [record for record in self.kept.values() if record.documents > len(record.deleted)]
             files = {path: record for s in segments for path, record in self.base_files.items()
                      if path.startswith(f"{SEGMENTS}/{s.name}/")}
             generations = self.index_dir / GENERATIONS
-            if rows or n_docs:
-                vectors = faiss.IndexIDMap2(faiss.IndexFlatIP(self.dimension))
-                if stored:
-                    matrix = np.vstack([np.frombuffer(blob, dtype=np.float32) for _, blob in stored])
-                    if matrix.shape[1] != self.dimension:
-                        raise StoreError(f"vector dimension {matrix.shape[1]} in the index does not match "
-                                         f"the model's {self.dimension}: run `rag index --full`")
-                    vectors.add_with_ids(matrix, np.asarray([i for i, _ in stored], dtype=np.int64))
-                _write_bm25(self.staging / BM25_DIR, rows, lexical_tokens)
+            if n_rows or n_docs:
+                # streamed from SQLite: a merge of a million chunks never holds their text at once
+                _write_bm25(self.staging / BM25_DIR, self.db.execute(
+                    "SELECT c.chunk_id, d.title, c.text FROM chunks c JOIN documents d USING (doc_id) "
+                    "ORDER BY c.chunk_id"), lexical_tokens)
+                ids, matrix = self._stored_vectors(n_rows)
+                self.db.close()
+                if n_rows >= max(1, self.approximate_from):
+                    vectors = _approximate_index(matrix, ids)
+                else:
+                    vectors = faiss.IndexIDMap2(faiss.IndexFlatIP(self.dimension))
+                    if n_rows:
+                        vectors.add_with_ids(matrix, ids)
+                del matrix
                 # serialized here rather than by faiss.write_index, whose failures (a full disk)
                 # come back as a RuntimeError without the errno
                 with open(self.staging / VECTORS, "wb") as fh:
                     fh.write(faiss.serialize_index(vectors).tobytes())
+                del vectors
                 prefix = f"{SEGMENTS}/{self.segment_name}/"
                 files.update({prefix + name: record for name, record in _seal(self.staging).items()})
                 final_segment = self.index_dir / SEGMENTS / self.segment_name
                 os.replace(self.staging, final_segment)
                 self.published_segment = final_segment
                 _fsync_dir(final_segment.parent)
-                segments.append(SegmentRecord(self.segment_name, n_docs, len(rows)))
+                segments.append(SegmentRecord(self.segment_name, n_docs, n_rows))
             else:
+                self.db.close()
                 shutil.rmtree(self.staging)
             full = Manifest(generation=self.name, format_version=INDEX_FORMAT_VERSION,
                             documents=sum(s.documents - len(s.deleted) for s in segments),
@@ -1055,6 +1100,22 @@ class GenerationWriter:
                 {"generation": self.name, "check": _name_check(self.name)}) + "\n")
         _remove_unreferenced(self.index_dir, keep={self.name})
         return full
+
+    def _stored_vectors(self, n_rows: int) -> tuple[np.ndarray, np.ndarray]:
+        """(chunk ids ascending, their vectors) of the new segment, read in one pass."""
+        ids = np.empty(n_rows, dtype=np.int64)
+        matrix = np.empty((n_rows, self.dimension), dtype=np.float32)
+        cursor = self.db.execute("SELECT chunk_id, vector FROM chunk_vectors ORDER BY chunk_id")
+        row = 0
+        while batch := cursor.fetchmany(4096):
+            for chunk_id, blob in batch:
+                vector = np.frombuffer(blob, dtype=np.float32)
+                if len(vector) != self.dimension:
+                    raise StoreError(f"vector dimension {len(vector)} in the index does not match "
+                                     f"the model's {self.dimension}: run `rag index --full`")
+                ids[row], matrix[row] = chunk_id, vector
+                row += 1
+        return ids, matrix
 
     def abandon(self) -> None:
         """Remove what this writer made, unless it is already the current generation."""
@@ -1109,7 +1170,27 @@ def _write_failure(index_dir: Path, exc: BaseException) -> StoreError:
                       f"run `rag index` again; {unchanged}")
 
 
-def _write_bm25(folder: Path, rows: list[tuple[int, str, str]], lexical_tokens) -> None:
+def _approximate_index(matrix: np.ndarray, ids: np.ndarray):
+    """IVF over 8-bit scalar-quantized vectors (a quarter of float32's memory), trained on a
+    fixed sample so that the same rows give the same index."""
+    n, dimension = matrix.shape
+    lists = max(1, min(4096, int(2 * n ** 0.5), n // 39))  # FAISS wants ≥ 39 training rows a list
+    quantizer = faiss.IndexFlatIP(dimension)
+    index = faiss.IndexIVFScalarQuantizer(quantizer, dimension, lists, faiss.ScalarQuantizer.QT_8bit,
+                                          faiss.METRIC_INNER_PRODUCT)
+    quantizer.this.disown()
+    index.own_fields = True
+    index.cp.niter = 10
+    index.cp.seed = 1234
+    sample = np.random.default_rng(0).choice(n, size=min(n, 64 * lists), replace=False)
+    index.train(matrix[np.sort(sample)])
+    index.nprobe = min(lists, max(MIN_PROBES, lists // PROBE_SHARE))
+    for start in range(0, n, 65536):
+        index.add_with_ids(matrix[start:start + 65536], ids[start:start + 65536])
+    return index
+
+
+def _write_bm25(folder: Path, rows: Iterable[tuple[int, str, str]], lexical_tokens) -> None:
     Postings.build(rows, lexical_tokens).save(folder)
 
 

@@ -242,15 +242,16 @@ def test_killed_while_embedding_leaves_previous_index_usable(settings, embedder,
         (many / f"{i:03d}.txt").write_text(NEW_ARTICLE + f"\nالخبر رقم {i}.", encoding="utf-8")
     marker = tmp_path / "embedding-started"
     proc = _spawn_index(settings, many, extra_code=textwrap.dedent(f"""
-        import pathlib, rag.embeddings as e
+        import pathlib, time, rag.embeddings as e
         _orig = e.Embedder.embed_passages_with_spans
         def spy(self, texts, spans, progress=False):
+            result = _orig(self, texts, spans, progress)
             pathlib.Path({str(marker)!r}).touch()
-            return _orig(self, texts, spans, progress)
+            time.sleep(60)  # still embedding when the kill comes
+            return result
         e.Embedder.embed_passages_with_spans = spy
     """))
     assert _wait_for(marker.exists), proc.communicate()
-    time.sleep(1.0)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert current_generation(settings.resolved_index_dir) == generation
