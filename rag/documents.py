@@ -27,7 +27,7 @@ import os
 import re
 import time
 import unicodedata
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from email.utils import parsedate_to_datetime
 from html.parser import HTMLParser
@@ -165,31 +165,31 @@ def load_paths(paths: Sequence[str | Path], max_bytes: int | None = None,
         root = Path(raw).expanduser()
         if not root.exists():
             raise DocumentError(f"{root} does not exist: give a folder or file to index")
-        files = [root] if root.is_file() else sorted(_walk(root))
-        base = root.parent if root.is_file() else root
+        # (path, path relative to the root): strings, as a Path per file of an archive of 10⁵
+        # files costs seconds; a Path is made only for the files that are read
+        files = [(str(root), root.name)] if root.is_file() else _walk(root)
         result.per_root.setdefault(str(raw), 0)
-        for path in files:
+        for name, rel in files:
             try:
-                stat = path.stat()
+                stat = os.stat(name)
                 state, inode = FileState.of(stat), (stat.st_dev, stat.st_ino)
             except OSError:
                 state, inode = None, (-1, -1)
             same = by_inode.setdefault(inode, [])
-            if same and path.resolve() in {p.resolve() for p in same}:
+            if same and os.path.realpath(name) in {os.path.realpath(p) for p in same}:
                 result.per_root[str(raw)] += 1  # found here too; already read
                 continue
-            same.append(path)
-            rel = path.relative_to(base).as_posix()
-            if (state is not None and unchanged and unchanged.get(str(path)) == state
+            same.append(name)
+            if (state is not None and unchanged and unchanged.get(name) == state
                     and (max_bytes is None or state.size <= max_bytes)):
-                result.reused.append(str(path))
+                result.reused.append(name)
                 result.per_root[str(raw)] += 1
                 continue
             skips = len(result.skipped)
-            docs = _load_file(path, rel, result, max_bytes)
+            docs = _load_file(Path(name), rel, result, max_bytes)
             if (docs and state is not None and len(result.skipped) == skips
                     and state.mtime_ns < time.time_ns() - SETTLED_NS):
-                result.file_states[str(path)] = state
+                result.file_states[name] = state
             for doc in docs:
                 if doc.doc_id in seen:
                     raise DocumentError(
@@ -204,15 +204,35 @@ def load_paths(paths: Sequence[str | Path], max_bytes: int | None = None,
 
 def source_file(source_path: str) -> Path:
     """The file a document was read from: its `source_path` without a record's `:line`."""
-    return Path(re.sub(r":\d+$", "", source_path))
+    return Path(source_file_name(source_path))
 
 
-def _walk(root: Path) -> Iterable[Path]:
-    for path in root.rglob("*"):
-        if any(part.startswith(".") for part in path.relative_to(root).parts):
-            continue  # hidden files and folders (.git, .DS_Store, editor swap files)
-        if path.is_file():
-            yield path
+def source_file_name(source_path: str) -> str:
+    """`source_file` as a string (`source_path`s are written from normalized paths)."""
+    return _RECORD_LINE.sub("", source_path)
+
+
+_RECORD_LINE = re.compile(r":\d+$")
+
+
+def _walk(root: Path) -> list[tuple[str, str]]:
+    """(path, path relative to root) of the files under root, hidden ones (.git, .DS_Store, editor
+    swap files) left out, in the order of their relative paths' parts. Symlinked folders are not
+    followed."""
+    found: list[tuple[str, str]] = []
+    pending = [(str(root), "")]
+    while pending:
+        folder, prefix = pending.pop()
+        with os.scandir(folder) as entries:
+            for entry in entries:
+                if entry.name.startswith("."):
+                    continue
+                if entry.is_dir(follow_symlinks=False):
+                    pending.append((entry.path, prefix + entry.name + "/"))
+                elif entry.is_file():
+                    found.append((entry.path, prefix + entry.name))
+    found.sort(key=lambda item: item[1].split("/"))
+    return found
 
 
 def _load_file(path: Path, rel: str, result: LoadResult, max_bytes: int | None = None) -> list[Document]:

@@ -134,7 +134,9 @@ def update_index(settings: Settings, paths: Sequence[str | Path] | None = None, 
 
         if manifest is not None and manifest.legacy and not rebuild:
             notify(f"converting the index to format {INDEX_FORMAT_VERSION} (segments); nothing is embedded again")
-        nothing_to_do = (not (rebuild or added or changed or removed or state.needs_publish)
+        # files read again although unchanged (a new reader version, a touched file): recording
+        # their states spares the next run from reading them
+        nothing_to_do = (not (rebuild or added or changed or removed or state.needs_publish or loaded.file_states)
                          and manifest.sources == sources)
         if not nothing_to_do:
             if n_texts:

@@ -101,7 +101,11 @@ class Postings:
                 continue
             start, end = self.indptr[term], self.indptr[term + 1]
             rows, tf = self.rows[start:end], self.tf[start:end]
-            total[rows] += np.float32(idf) * tf / (norm[rows] + tf)
+            part = norm[rows]  # idf · tf / (norm + tf), in place: a term can have 10⁶ rows
+            part += tf
+            np.divide(tf, part, out=part)
+            part *= np.float32(idf)
+            total[rows] += part
         return total
 
 

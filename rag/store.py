@@ -55,13 +55,14 @@ import time
 from collections.abc import Iterable, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from .config import INDEX_FORMAT_VERSION
-from .documents import READER_VERSION, FileState, source_file
+from .documents import READER_VERSION, FileState, source_file, source_file_name
 from .errors import IndexNotFoundError, StoreError
 from .postings import Postings, lucene_idf
 from .types import Chunk, Document, IndexedDocument, LexicalHits, StoredChunk
@@ -92,7 +93,7 @@ MAX_TOMBSTONE_SHARE = 0.2
 # docs/retrieval.md ("A million chunks").
 MIN_PROBES = 16
 PROBE_SHARE = 16
-RESCORE = 4
+RESCORE = 2
 APPROXIMATE_FROM = 200_000  # default of Settings.approximate_search_from
 EXACT_FILTER_ROWS = 4096  # a filter this selective is searched exactly, not through the lists
 
@@ -116,6 +117,8 @@ CREATE TABLE IF NOT EXISTS chunks (
     text TEXT NOT NULL,
     n_tokens INTEGER NOT NULL
 );
+-- covers what updates and searches read of a document: a row scan would step through its text
+CREATE INDEX IF NOT EXISTS documents_fields ON documents(doc_id, sha256, source_path, title, outlet, date, url);
 CREATE INDEX IF NOT EXISTS chunks_by_doc ON chunks(doc_id, ordinal);
 CREATE TABLE IF NOT EXISTS sentences (
     chunk_id INTEGER NOT NULL REFERENCES chunks(chunk_id) ON DELETE CASCADE,
@@ -396,6 +399,10 @@ class _Segment:
             tables = {row[0] for row in self.db.execute("SELECT name FROM sqlite_master")}
             if not {"documents", "chunks", "sentences"} <= tables:
                 raise sqlite3.DatabaseError("its tables are missing")
+            # SQLite, without statistics, would look a chunk's document up by its primary key and
+            # read the row through the article's text to reach the fields after it
+            self.documents_d = ("documents AS d INDEXED BY documents_fields" if "documents_fields" in tables
+                                else "documents AS d")
             self.vectors = _read_vectors(folder / VECTORS)
             self.approximate = isinstance(self.vectors, faiss.IndexIVF)
             self.postings = _load_postings(folder / BM25_DIR)
@@ -642,7 +649,8 @@ class Store:
             marks = ",".join("?" * len(mine))
             rows = segment.db.execute(
                 f'SELECT c.chunk_id, c.doc_id, d.title, c.ordinal, c.start, c."end", c.text, d.outlet, '
-                f"d.date, d.url FROM chunks c JOIN documents d USING (doc_id) WHERE c.chunk_id IN ({marks})", mine)
+                f"d.date, d.url FROM chunks c JOIN {segment.documents_d} USING (doc_id) WHERE c.chunk_id IN ({marks})",
+                mine)
             out.update((row[0], StoredChunk(*row)) for row in rows)
         return out
 
@@ -791,10 +799,10 @@ class StoredDocumentState:
 def stored_document_hashes(generation_dir: Path) -> dict[str, StoredDocumentState]:
     """doc_id → what the generation holds of it."""
     manifest = read_manifest(generation_dir)
-    rows = _live_documents(generation_dir, manifest,
-                           "SELECT d.doc_id, d.sha256, COUNT(c.chunk_id), d.source_path FROM documents d "
-                           "LEFT JOIN chunks c USING (doc_id) GROUP BY d.doc_id")
-    return {doc_id: StoredDocumentState(sha, n, str(source_file(source))) for doc_id, sha, n, source in rows}
+    counts = dict(_live_documents(generation_dir, manifest, "SELECT doc_id, COUNT(*) FROM chunks GROUP BY doc_id"))
+    rows = _live_documents(generation_dir, manifest, "SELECT doc_id, sha256, source_path FROM documents")
+    return {doc_id: StoredDocumentState(sha, counts.get(doc_id, 0), source_file_name(source))
+            for doc_id, sha, source in rows}
 
 
 def source_file_states(generation_dir: Path, manifest: Manifest) -> dict[str, FileState]:
@@ -922,7 +930,7 @@ class GenerationWriter:
             self.db.executescript(_SCHEMA)
             manifest = read_manifest(base) if base is not None else None
             self.base_files = {**manifest.files, **(verified or {})} if manifest is not None else {}
-            self.base_source_files = source_file_states(base, manifest) if manifest is not None else {}
+            self._base, self._base_manifest = base, manifest
             self.next_chunk_id = manifest.next_chunk_id if manifest is not None else 1
             rewrite = set(rewrite) | ({LEGACY_SEGMENT} if manifest is not None and manifest.legacy else set())
             self.kept: dict[str, SegmentRecord] = {}
@@ -932,6 +940,10 @@ class GenerationWriter:
                 else:
                     self.kept[record.name] = record
             self.kept_folders = {name: segment_folder(base, name) for name in self.kept} if base else {}
+
+    @cached_property
+    def base_source_files(self) -> dict[str, FileState]:
+        return source_file_states(self._base, self._base_manifest) if self._base_manifest is not None else {}
 
     def _copy_segment(self, folder: Path, record: SegmentRecord) -> None:
         """Copy a segment's live documents, chunks, sentences and vectors into the new one, after

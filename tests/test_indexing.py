@@ -449,6 +449,7 @@ def make_without_outlets(generation_dir: Path, old_hashes: dict[str, str]) -> No
     `outlet` column, content hashes without it — with checksums as they were then."""
     db = sqlite3.connect(generation_dir.parent.parent / SEGMENTS / Store.open(
         generation_dir.parent.parent).segment_names[0] / SQLITE)
+    db.execute("DROP INDEX IF EXISTS documents_fields")  # an index of the current format
     db.execute("ALTER TABLE documents DROP COLUMN outlet")
     db.executemany("UPDATE documents SET sha256 = ? WHERE doc_id = ?", [(h, i) for i, h in old_hashes.items()])
     db.commit()
