@@ -61,8 +61,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="compare every index file with its checksum, not only the files changed "
                         "since their last check, and repair what differs")
     p.add_argument("--ray", nargs="?", const="", default=None, metavar="ADDRESS",
-                   help="embed on a Ray cluster (host:port or ray://…; no ADDRESS: a local Ray); "
-                        "needs the distributed extra: pip install -e '.[distributed]'")
+                   help="embed on the Ray cluster at ADDRESS (host:port, ray://host:port or auto; none: a "
+                        "local Ray), after the PATHs; needs pip install -e '.[distributed]'")
     p.add_argument("--ray-workers", type=int, default=None, metavar="N",
                    help="Ray actors embedding at once (default: one per GPU, else one per node)")
     _common(p)
