@@ -12,7 +12,7 @@ from typing import Any
 
 from .api import Index
 from .config import Settings
-from .errors import FilterError, RagError
+from .errors import ConfigError, FilterError, RagError
 from .filters import parse_date
 from .store import Store
 from .types import IndexedDocument, Passage, RemovalReport, UpdateReport
@@ -60,6 +60,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--check", action="store_true",
                    help="compare every index file with its checksum, not only the files changed "
                         "since their last check, and repair what differs")
+    p.add_argument("--ray", nargs="?", const="", default=None, metavar="ADDRESS",
+                   help="embed on the Ray cluster at ADDRESS (host:port, ray://host:port or auto; none: a "
+                        "local Ray), after the PATHs; needs pip install -e '.[distributed]'")
+    p.add_argument("--ray-workers", type=int, default=None, metavar="N",
+                   help="Ray actors embedding at once (default: one per GPU, else one per node)")
     _common(p)
 
     p = sub.add_parser("search", help="find the passages that best match a question")
@@ -151,9 +156,16 @@ def _say(message: str) -> None:
 
 
 def cmd_index(args: argparse.Namespace, settings: Settings) -> int:
-    report = Index(settings).update(args.paths or None, full=args.full, replace=args.replace,
-                                    optimize=args.optimize, check=args.check,
-                                    progress=_progress_wanted(args), notify=_say)
+    embedder = None
+    if args.ray is not None:
+        from .distributed import RayEmbedder
+
+        embedder = RayEmbedder(settings, address=args.ray, workers=args.ray_workers)
+    elif args.ray_workers is not None:
+        raise ConfigError("--ray-workers goes with --ray: add --ray [ADDRESS], or leave --ray-workers out")
+    report = Index(settings, embedder=embedder).update(
+        args.paths or None, full=args.full, replace=args.replace, optimize=args.optimize, check=args.check,
+        progress=_progress_wanted(args), notify=_say)
     if args.json:
         _print_json(report.to_dict())
     else:
