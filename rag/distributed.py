@@ -38,6 +38,10 @@ from .errors import ConfigError, ModelError
 
 INSTALL_HINT = "pip install -e '.[distributed]'"
 MAX_ROWS_PER_BATCH = 512  # passages per actor call; smaller when there are few, so every worker gets some
+# Passages per Ray job (rag.indexing embeds an update a window at a time): each job starts its
+# actors and loads the model in each (~15 s), so windows are large; their sentence vectors, held
+# here until written, take ~0.8 GB.
+RAY_WINDOW = 65536
 
 
 @dataclass(frozen=True)
@@ -57,6 +61,8 @@ class RayEmbedder(Embedder):
     `workers`: actors, each with its own copy of the model; default one per GPU, or one per
     node on a cluster without GPUs. A Ray session the caller already started is used as it is (its
     workers must then be able to import `rag`)."""
+
+    embed_window = RAY_WINDOW
 
     def __init__(self, settings: Settings, address: str | None = None, workers: int | None = None) -> None:
         super().__init__(settings)

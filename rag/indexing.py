@@ -45,7 +45,9 @@ from .store import (
 from .types import Chunk, Counts, Document, IndexedDocument, RemovalReport, UpdateReport
 from .uploads import set_aside, uploads_lock
 
-EMBED_WINDOW = 4096  # chunks embedded and written at a time (their sentence vectors: ~50 MB)
+# chunks embedded and written at a time (their sentence vectors: ~50 MB); an embedder may ask
+# for more (`embed_window`: a Ray job pays seconds to start its actors)
+EMBED_WINDOW = 4096
 SKIP_NOTICES = "reported-skips.json"  # in the index directory, beside CURRENT (rag.documents.NoticeLog)
 
 
@@ -261,12 +263,13 @@ def _embed_and_add(writer: GenerationWriter, embedder: Embedder, settings: Setti
     """Embed the documents' chunks a window at a time and add them to the new segment: memory
     stays that of one window however many documents arrive."""
     bar = _chunk_progress(sum(len(chunks[d.doc_id]) for d in docs), progress)
+    limit = getattr(embedder, "embed_window", EMBED_WINDOW)
     window: list[Document] = []
     size = 0
     for i, doc in enumerate(docs):
         window.append(doc)
         size += len(chunks[doc.doc_id])
-        if size < EMBED_WINDOW and i < len(docs) - 1:
+        if size < limit and i < len(docs) - 1:
             continue
         texts, spans = [], []
         for member in window:

@@ -88,11 +88,11 @@ REPAIR_CHECKED = "run `rag index --check` to repair"
 # segment mostly tombstoned wastes memory and time on rows no search returns.
 MAX_SEGMENTS = 8
 MAX_TOMBSTONE_SHARE = 0.2
-# Approximate segments (see _approximate_index): IVF lists of ~n/(2·√n) vectors, 1/16 of them
-# probed (at least 16), and RESCORE × k candidates re-scored with the exact vectors. Measured in
+# Approximate segments (see _approximate_index): IVF lists of ~n/(2·√n) vectors, 1/8 of them
+# probed (at least 32), and RESCORE × k candidates re-scored with the exact vectors. Measured in
 # docs/retrieval.md ("A million chunks").
-MIN_PROBES = 16
-PROBE_SHARE = 16
+MIN_PROBES = 32
+PROBE_SHARE = 8
 RESCORE = 2
 APPROXIMATE_FROM = 200_000  # default of Settings.approximate_search_from
 EXACT_FILTER_ROWS = 4096  # a filter this selective is searched exactly, not through the lists
@@ -405,6 +405,8 @@ class _Segment:
                                 else "documents AS d")
             self.vectors = _read_vectors(folder / VECTORS)
             self.approximate = isinstance(self.vectors, faiss.IndexIVF)
+            if self.approximate:  # set here, not when written: the probe share can change
+                self.vectors.nprobe = probes(self.vectors.nlist)
             self.postings = _load_postings(folder / BM25_DIR)
             self.deleted_docs = frozenset(record.deleted)
             deleted_ids = np.asarray(sorted(_chunk_ids_of(self.db, record.deleted)), dtype=np.int64)
@@ -1196,10 +1198,14 @@ def _approximate_index(matrix: np.ndarray, ids: np.ndarray):
     index.cp.seed = 1234
     sample = np.random.default_rng(0).choice(n, size=min(n, 64 * lists), replace=False)
     index.train(matrix[np.sort(sample)])
-    index.nprobe = min(lists, max(MIN_PROBES, lists // PROBE_SHARE))
+    index.nprobe = probes(lists)
     for start in range(0, n, 65536):
         index.add_with_ids(matrix[start:start + 65536], ids[start:start + 65536])
     return index
+
+
+def probes(lists: int) -> int:
+    return min(lists, max(MIN_PROBES, lists // PROBE_SHARE))
 
 
 def _write_bm25(folder: Path, rows: Iterable[tuple[int, str, str]], lexical_tokens) -> None:
