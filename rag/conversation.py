@@ -89,6 +89,17 @@ def cues(question: str) -> list[str]:
     return found
 
 
+_OWN_QUESTION = re.compile(
+    r"^(?:و|ف)?(?:ماذا|ما|من|متي|اين|كيف|كم|بكم|لماذا|هل|اي|باي|بماذا|لمن|منذ متي)\b(?! عن\b)"
+    r"|^(?:(?:and|but|so|then)\s+)?(?:who|whom|whose|what|when|where|which|why|how)\b(?! about\b)", re.I)
+
+
+def asks_own_question(question: str) -> bool:
+    """The turn has its own question word ("ومتى أُطلق؟", "and who founded it?"), not just
+    "what about …" or a bare phrase ("وفي ألمانيا؟")."""
+    return bool(_OWN_QUESTION.search(normalize(question).strip(" ?؟.!").strip()))
+
+
 def content_words(question: str) -> list[str]:
     stop = stopwords() | _EN_PRONOUNS | _EN_DEMONSTRATIVES
     return [w for w in search_tokens(question, stemmer="none") if w not in stop]
@@ -108,13 +119,39 @@ def resolve(question: str, history: Sequence[Any] | None, weak_on_its_own: bool)
         reasons = ["too short to stand alone"]
     if not reasons:
         return Resolution(False, question, question)
-    topic = " ".join(content_words(previous.question))
-    new_terms = set(content_words(question)) - set(content_words(previous.question))
+    topic_words = content_words(previous.question)
+    new_terms = set(content_words(question)) - set(topic_words)
     names_something_new = _names_something(new_terms, question)
+    if names_something_new:  # "وماذا عن ألمانيا؟" after a question about Britain: Germany instead of it
+        topic_words = [w for w in topic_words if not _is_a_name(w)]
+    topic = " ".join(topic_words)
     query = f"{question}\n{topic}" if topic else question
-    return Resolution(True, query, f"{question} ({topic})" if topic else question,
+    # A follow-up that asks its own question ("ومن أطلقها؟", "and when?") is read as asked: retrieval
+    # already keeps to the topic, and topic words beside it lead the reader to sentences about the
+    # topic rather than to the one that answers. "What about X?" borrows the earlier question.
+    reader_query = question if asks_own_question(question) or not topic else f"{question} ({topic})"
+    return Resolution(True, query, reader_query,
                       prefer_docs=() if names_something_new else previous.doc_ids,
                       reason=", ".join(reasons))
+
+
+def _is_a_name(word: str) -> bool:
+    """A country, organisation or platform of the names table (rag/data/names.tsv), in English
+    or Arabic."""
+    from .coverage import arabic_forms
+
+    known = _known_names(arabic_forms)
+    return word in known or (word.startswith("ال") and word[2:] in known)
+
+
+def _known_names(forms: Any) -> frozenset[str]:
+    global _KNOWN
+    if _KNOWN is None:
+        _KNOWN = frozenset(f for fs in forms().values() for f in fs) | frozenset(forms())
+    return _KNOWN
+
+
+_KNOWN: frozenset[str] | None = None
 
 
 def _names_something(terms: set[str], question: str) -> bool:

@@ -13,6 +13,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -24,6 +25,16 @@ ROOT = Path(__file__).resolve().parent.parent
 SEEDS = ROOT / "seeds"
 EVAL = ROOT / "tests" / "data" / "eval"  # copies of ../shared/eval (licenses alongside)
 DEV_SET = EVAL / "seeds_qa_dev.jsonl"
+
+
+def settle(*paths: Path) -> None:
+    """Date files 10 s back. `rag index` trusts a file's recorded size and mtime only once the file
+    is older than `documents.SETTLED_NS` (git's racy entries): a file written this second is read
+    again by the next run, which then records it in a new generation. A test that expects a later
+    run to find nothing to do writes settled files, or it depends on how fast the machine is."""
+    past = time.time_ns() - 10_000_000_000
+    for path in paths:
+        os.utime(path, ns=(past, past))
 
 
 def run_coroutine(coroutine):

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from rag.conversation import cues, previous_turn, resolve
+from rag.conversation import asks_own_question, cues, previous_turn, resolve
 from rag.evaluation import history_of
 
 FOLLOW_UPS = ["ومن أطلقها؟", "وكم شخصا قتل فيها؟", "And who founded it?", "Where was he on holiday?",
@@ -35,6 +35,27 @@ def test_resolution_uses_the_previous_question_and_its_articles():
     # a follow-up that names something new leads with it, without favouring the old article
     shifted = resolve("وماذا عن ألمانيا؟", HISTORY, weak_on_its_own=False)
     assert shifted.depends and shifted.prefer_docs == ()
+
+
+def test_a_follow_up_with_its_own_question_word_is_read_as_asked():
+    """The reader reads "ومن أطلقها؟" as asked (retrieval keeps to the topic); "what about X"
+    has no question of its own and borrows the earlier one."""
+    assert [asks_own_question(q) for q in ["ومن أطلقها؟", "And who founded it?", "ومتى؟", "وماذا عن ألمانيا؟",
+                                           "What about France?", "وفي ألمانيا؟"]] == [True, True, True,
+                                                                                    False, False, False]
+    assert resolve("ومن أطلقها؟", HISTORY, weak_on_its_own=True).reader_query == "ومن أطلقها؟"
+    borrowed = resolve("وماذا عن ألمانيا؟", HISTORY, weak_on_its_own=False).reader_query
+    assert borrowed.startswith("وماذا عن ألمانيا؟ (") and "كرايست" in borrowed
+
+
+def test_what_about_another_country_swaps_the_country_of_the_previous_question():
+    history = [{"role": "user", "content": "ما الغرامات التي يفرضها قانون السلامة على الإنترنت في بريطانيا؟"},
+               {"role": "assistant", "content": "…", "doc_ids": ["000.txt"]}]
+    turn = resolve("وماذا عن ألمانيا؟", history, weak_on_its_own=False)
+    assert "بريطانيا" not in turn.query and "الغرامات" in turn.query and "ألمانيا" in turn.query
+    english = [{"role": "user", "content": "What fines does the Online Safety Act impose in Britain?"}]
+    turn = resolve("What about Germany?", english, weak_on_its_own=False)
+    assert "britain" not in turn.query.lower() and "online safety act" in turn.query.lower()
 
 
 def test_a_long_question_with_its_own_evidence_stands_alone():

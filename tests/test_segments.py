@@ -18,7 +18,7 @@ from rag.api import Index
 from rag.config import Settings
 from rag.store import GENERATIONS, SEGMENTS, Store, current_generation
 
-from .conftest import ROOT, SEEDS
+from .conftest import ROOT, SEEDS, settle
 from .fake_embedder import HashEmbedder
 
 QUERY = "ماذا قال ماسك عن الحرب الأهلية؟"
@@ -45,6 +45,7 @@ def ranking(index: Index) -> list[tuple]:
 def edit(corpus, i: int) -> None:
     path = sorted(corpus.iterdir())[i % 5]
     path.write_text(path.read_text(encoding="utf-8") + f"\nوأضاف المتحدث تفصيلا رقم {i}.\n", encoding="utf-8")
+    settle(path)
 
 
 def test_an_update_writes_one_segment_and_tombstones_the_old_rows(index):

@@ -24,7 +24,7 @@ from rag.api import Index
 from rag.errors import StoreError
 from rag.store import CURRENT_FILE, GENERATIONS, MANIFEST, SEGMENTS, SQLITE, VECTORS, Store, current_generation
 
-from .conftest import ROOT, SEEDS, cli_env, run_cli
+from .conftest import ROOT, SEEDS, cli_env, run_cli, settle
 from .legacy import make_legacy
 
 NEW_ARTICLE = (
@@ -66,6 +66,7 @@ def template(base_settings, embedder, tmp_path_factory):
     index = Index(settings, embedder)
     first = index.update([corpus])
     (corpus / "005_new.txt").write_text(NEW_ARTICLE, encoding="utf-8")
+    settle(corpus / "005_new.txt")
     second = index.update([corpus])
     expected = results(index)
     index.close()

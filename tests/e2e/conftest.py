@@ -20,6 +20,7 @@ from rag.provision import ensure_default_model
 from ..conftest import ROOT, SEEDS
 
 ARTIFACTS = ROOT / "test-artifacts" / "screenshots"
+SERVER_LOGS: list[Path] = []  # of the servers started so far; their tails go into a failure's report
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
                   "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 
@@ -42,6 +43,7 @@ def start_chat(home: Path, model_dir: Path, corpus: Path, extra_env: dict[str, s
                 "RAG_CHAT_SOURCES": str(corpus), "CHAINLIT_APP_ROOT": str(ROOT / "chat_app"),
                 "OPENAI_API_KEY": "none", "OPENAI_BASE_URL": "http://127.0.0.1:9/v1", **(extra_env or {})})
     log = open(home / "server.log", "w")
+    SERVER_LOGS.append(home / "server.log")
     process = subprocess.Popen(
         [sys.executable, "-m", "chainlit", "run", "chat_app/app.py", "--headless", "--host", "127.0.0.1",
          "--port", str(port)], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
@@ -68,6 +70,29 @@ def stop(process: subprocess.Popen) -> None:
         except subprocess.TimeoutExpired:
             os.killpg(process.pid, signal.SIGKILL)
             process.wait()
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item, call):
+    """A failed browser test reports what the page showed and the tails of the server logs, and
+    leaves a screenshot under test-artifacts/failures/ — a timeout alone says nothing."""
+    report = yield
+    if report.when == "call" and report.failed:
+        page = item.funcargs.get("page")
+        if page is not None and not page.is_closed():
+            try:
+                folder = ROOT / "test-artifacts" / "failures"
+                folder.mkdir(parents=True, exist_ok=True)
+                page.screenshot(path=str(folder / f"{item.name}.png"), full_page=True)
+                report.sections.append(("page text (end)", page.locator("body").inner_text()[-3000:]))
+            except Exception as exc:  # noqa: BLE001 - the report must survive a dead page
+                report.sections.append(("page", f"could not be read: {exc}"))
+        for log in SERVER_LOGS:
+            if log.is_file():
+                lines = [line for line in log.read_text(errors="replace").splitlines()
+                         if "Translated markdown file" not in line]
+                report.sections.append((f"{log} (last 80 lines)", "\n".join(lines[-80:])))
+    return report
 
 
 @pytest.fixture(scope="session")

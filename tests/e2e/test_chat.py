@@ -28,7 +28,10 @@ NEW_ARTICLE = (
 def ask(page, question: str, *, count: int) -> object:
     """Send a question and wait for the `count`-th assistant message to finish."""
     page.fill("#chat-input", question)
+    # Chainlit ignores Enter while it counts a task as running (the send button is disabled then)
+    page.wait_for_selector("#chat-submit:not([disabled])", timeout=60_000)
     page.keyboard.press("Enter")
+    page.wait_for_function("() => document.querySelector('#chat-input').value === ''", timeout=10_000)
     return finished_message(page, count)
 
 
