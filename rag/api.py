@@ -166,10 +166,12 @@ class Index:
             llm = LLM(chosen, api_base=self.settings.llm_api_base, timeout=self.settings.llm_timeout,
                       max_tokens=self.settings.llm_max_tokens, options=dict(llm_options or {}))
         elif self.reader is not None and not self.reader.loaded:
-            # the reader loads beside the embedding model rather than after it (a cold `rag ask`)
-            threading.Thread(target=self.reader.load, name="rag-reader-load", daemon=True).start()
+            # the reader loads beside the embedding model rather than after it (a cold `rag ask`).
+            # Not daemons: a process that ends first (a refused `rag ask`) waits for them; one that
+            # exited mid-load aborted in native code ("terminate called without an active exception").
+            threading.Thread(target=self.reader.load, name="rag-reader-load").start()
             if not self.embedder.loaded:
-                threading.Thread(target=self.embedder.load, name="rag-embedder-load", daemon=True).start()
+                threading.Thread(target=self.embedder.load, name="rag-embedder-load").start()
         retriever = self._retriever(since, until, sources)  # a bad filter fails here, before streaming
         return stream_answer(
             question, retriever=retriever, reader=self.reader,
