@@ -138,20 +138,10 @@ def resolve(question: str, history: Sequence[Any] | None, weak_on_its_own: bool)
 def _is_a_name(word: str) -> bool:
     """A country, organisation or platform of the names table (rag/data/names.tsv), in English
     or Arabic."""
-    from .coverage import arabic_forms
+    from .coverage import known_names
 
-    known = _known_names(arabic_forms)
+    known = known_names()
     return word in known or (word.startswith("ال") and word[2:] in known)
-
-
-def _known_names(forms: Any) -> frozenset[str]:
-    global _KNOWN
-    if _KNOWN is None:
-        _KNOWN = frozenset(f for fs in forms().values() for f in fs) | frozenset(forms())
-    return _KNOWN
-
-
-_KNOWN: frozenset[str] | None = None
 
 
 def _names_something(terms: set[str], question: str) -> bool:

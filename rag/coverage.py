@@ -67,6 +67,13 @@ def arabic_forms() -> dict[str, tuple[str, ...]]:
     return forms
 
 
+@lru_cache(maxsize=1)
+def known_names() -> frozenset[str]:
+    """Every name of the names table: the English ones (lower case) and their Arabic forms."""
+    forms = arabic_forms()
+    return frozenset(forms) | frozenset(f for fs in forms.values() for f in fs)
+
+
 # ----------------------------------------------------------------------------- candidates
 
 def candidate_terms(question: str) -> list[Term]:

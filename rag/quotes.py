@@ -247,13 +247,12 @@ _PREPOSITIONS = {normalize(w) for w in "على في من عن حول تجاه إ
 
 
 def _is_name(token: str) -> bool:
-    from .coverage import arabic_forms
+    from .coverage import known_names
 
     if not has_arabic(token):
         return token[:1].isupper()
     folded = normalize(token)
-    known = {form for forms in arabic_forms().values() for form in forms}
-    return folded in known or (folded.startswith("ال") and folded[2:] in known)
+    return folded in known_names() or (folded.startswith("ال") and folded[2:] in known_names())
 
 
 # ----------------------------------------------------------------------------- answers
