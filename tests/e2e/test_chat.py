@@ -4,12 +4,14 @@ settings with a failing LLM, uploads (good and bad) and optional login."""
 from __future__ import annotations
 
 import json
+import re
 import time
 import urllib.error
 import urllib.parse
 import urllib.request
 
 import pytest
+from playwright.sync_api import expect
 
 from .conftest import screenshot, start_chat, stop
 
@@ -57,8 +59,9 @@ def test_arabic_question_streams_a_cited_answer_with_highlighted_source(page):
     text = content.inner_text()
     assert "[1]" in text and GOLD_QUOTE in text
     assert any('"stream_token"' in f or "stream_token" in f for f in frames), "the answer was not streamed"
-    assert content.evaluate("e => getComputedStyle(e).direction") == "rtl"
-    assert content.evaluate("e => getComputedStyle(e).textAlign") in ("start", "right")
+    # expect() retries: Chainlit may re-render the message once more after the task ends
+    expect(content).to_have_css("direction", "rtl")
+    expect(content).to_have_css("text-align", re.compile(r"^(start|right)$"))
 
     message.locator(".inline-text").first.wait_for()
     cards = message.locator(".bg-card")
@@ -75,10 +78,10 @@ def test_english_question_reads_left_to_right(page):
                   count=1)
     content = message.locator(".message-content").first
     assert content.inner_text().startswith(("Answer:", "According to the sources"))
-    assert content.evaluate("e => getComputedStyle(e).direction") == "ltr"
+    expect(content).to_have_css("direction", "ltr")
     # the Arabic quote inside the English answer runs right to left in its own paragraph
     quote_block = content.locator("[dir='auto']", has_text="التليجراف").first
-    assert quote_block.evaluate("e => getComputedStyle(e).direction") == "rtl"
+    expect(quote_block).to_have_css("direction", "rtl")
 
 
 def test_refusal_offers_the_closest_passages(page):
