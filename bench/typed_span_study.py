@@ -29,7 +29,7 @@ from rag.arabic import normalize  # noqa: E402
 from rag.config import Settings  # noqa: E402
 from rag.evaluation import f1_score  # noqa: E402
 from rag.quotes import FACT_MIN_PROBABILITY, asks_for_fact, score_units, units  # noqa: E402
-from rag.reader import WEIGHTS, Reader, _batch, encode  # noqa: E402
+from rag.reader import WEIGHTS, Reader, _batch, _softmax, encode  # noqa: E402
 from rag.retrieval import Retriever  # noqa: E402
 
 DATE_QUESTION = re.compile(
@@ -66,11 +66,6 @@ def typed_words(text: str, kind: str) -> list[tuple[int, int]]:
         if fits:
             out.append((m.start(), m.end()))
     return out
-
-
-def _softmax(values: np.ndarray) -> np.ndarray:
-    shifted = np.exp(values - values.max())
-    return shifted / shifted.sum()
 
 
 def typed_span(logits: np.ndarray, offsets, regions) -> tuple[int, int, float]:

@@ -123,7 +123,9 @@ def resolve(question: str, history: Sequence[Any] | None, weak_on_its_own: bool)
     new_terms = set(content_words(question)) - set(topic_words)
     names_something_new = _names_something(new_terms, question)
     if names_something_new:  # "وماذا عن ألمانيا؟" after a question about Britain: Germany instead of it
-        topic_words = [w for w in topic_words if not _is_a_name(w)]
+        from .coverage import is_known_name
+
+        topic_words = [w for w in topic_words if not is_known_name(w)]
     topic = " ".join(topic_words)
     query = f"{question}\n{topic}" if topic else question
     # A follow-up that asks its own question ("ومن أطلقها؟", "and when?") is read as asked: retrieval
@@ -133,15 +135,6 @@ def resolve(question: str, history: Sequence[Any] | None, weak_on_its_own: bool)
     return Resolution(True, query, reader_query,
                       prefer_docs=() if names_something_new else previous.doc_ids,
                       reason=", ".join(reasons))
-
-
-def _is_a_name(word: str) -> bool:
-    """A country, organisation or platform of the names table (rag/data/names.tsv), in English
-    or Arabic."""
-    from .coverage import known_names
-
-    known = known_names()
-    return word in known or (word.startswith("ال") and word[2:] in known)
 
 
 def _names_something(terms: set[str], question: str) -> bool:

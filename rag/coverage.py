@@ -67,9 +67,15 @@ def arabic_forms() -> dict[str, tuple[str, ...]]:
     return forms
 
 
+def is_known_name(word: str) -> bool:
+    """A name of the names table (country, organisation, platform): English in lower case, or a
+    normalized Arabic form, with or without "ال"."""
+    known = _known_names()
+    return word in known or (word.startswith("ال") and word[2:] in known)
+
+
 @lru_cache(maxsize=1)
-def known_names() -> frozenset[str]:
-    """Every name of the names table: the English ones (lower case) and their Arabic forms."""
+def _known_names() -> frozenset[str]:
     forms = arabic_forms()
     return frozenset(forms) | frozenset(f for fs in forms.values() for f in fs)
 

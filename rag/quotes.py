@@ -247,12 +247,11 @@ _PREPOSITIONS = {normalize(w) for w in "على في من عن حول تجاه إ
 
 
 def _is_name(token: str) -> bool:
-    from .coverage import known_names
+    from .coverage import is_known_name
 
     if not has_arabic(token):
         return token[:1].isupper()
-    folded = normalize(token)
-    return folded in known_names() or (folded.startswith("ال") and folded[2:] in known_names())
+    return is_known_name(normalize(token))
 
 
 # ----------------------------------------------------------------------------- answers
