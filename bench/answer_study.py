@@ -90,9 +90,10 @@ def sentence_rows(name: str, settings: Settings, weights: Path, trained_fold: in
         retrieval = retriever.retrieve(q.question, k=index.settings.k)
         top = units(retrieval)[:8]
         readings = reader.read(q.question, [u.text for u in top])
-        rows.append({"fold": half_of(q), "qid": q.qid, "fact_question": asks_for_fact(q.question), "sentences": [
+        rows.append({"fold": half_of(q), "qid": q.qid, "fact_question": asks_for_fact(q.question),
+                     "question": q.question, "answers": list(q.answers), "sentences": [
             {"margin": r.score, "probability": r.probability, "cheap": u.cheap, "chars": len(u.text),
-             "n": u.n, "set": name,
+             "n": u.n, "set": name, "text": u.text, "span": u.text[r.start:r.end],
              "gold": any(contains_answer(u.text, a) for a in q.answers),
              "span_f1": max((f1_score(u.text[r.start:r.end], a) for a in q.answers), default=0.0)}
             for u, r in zip(top, readings)]})

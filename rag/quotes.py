@@ -96,7 +96,16 @@ def units(retrieval: Retrieval, only: Sequence[int] | None = None) -> list[Unit]
             cheap = (cosine + SENTENCE_LEXICAL_WEIGHT * coverage(idf, set(lexical_tokens(sentence)))
                      + SENTENCE_PRIOR_WEIGHT * item.passage.score)
             out[key] = Unit(n, item.passage.doc_id, start, end, sentence, cheap, vector)
-    return sorted(out.values(), key=lambda u: -u.cheap)
+    # the same sentence in two articles (a reprint, a duplicated paragraph) is quoted once, where it
+    # scores best: a second copy would only take the place of another candidate
+    seen: set[str] = set()
+    unique = []
+    for unit in sorted(out.values(), key=lambda u: -u.cheap):
+        folded = " ".join(normalize(unit.text).split())
+        if folded not in seen:
+            seen.add(folded)
+            unique.append(unit)
+    return unique
 
 
 _OPENING_QUOTES = "«“\""

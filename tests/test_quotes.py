@@ -4,11 +4,12 @@ comparisons on the real index."""
 from __future__ import annotations
 
 import re
+from dataclasses import replace
 
 import pytest
 
-from rag.quotes import asks_for_fact, comparison_sides, quotable_sentences, task_of
-from rag.retrieval import Evidence
+from rag.quotes import asks_for_fact, comparison_sides, quotable_sentences, task_of, units
+from rag.retrieval import Evidence, Retrieval
 from rag.types import Citation, Fact, Passage
 from rag.verify import renumber
 
@@ -62,6 +63,20 @@ def test_quotes_are_whole_sentences_and_never_stop_inside_a_quotation():
     # a sentence that starts in the passage is kept whole past the passage's end
     cut = quotable_sentences(_evidence(document, 0, 20))
     assert document[cut[0][0]:cut[0][1]] == sentences[0]
+
+
+def test_a_sentence_two_articles_share_is_a_candidate_once_where_it_scores_best():
+    shared = "فرضت ألمانيا غرامات تصل إلى خمسين مليون يورو."
+    first = _evidence("خبر أول عن القانون. " + shared)
+    reprint = Evidence(Passage(chunk_id=2, doc_id="d2", title="t2", text="", start=0, end=0, score=0.95),
+                       "مقدمة أخرى تماما. " + shared.replace("ألمانيا", "ألمانيَا"), ())
+    reprint = Evidence(replace(reprint.passage, text=reprint.document, end=len(reprint.document)),
+                       reprint.document, ())
+    found = units(Retrieval([first.passage, reprint.passage], 1.0, None, {}, 0.0, [first, reprint]))
+    texts = [u.text for u in found]
+    assert len(texts) == 3 and sum("غرامات" in t for t in texts) == 1
+    # kept from the passage with the higher relevance (the cheap score's prior)
+    assert next(u for u in found if "غرامات" in u.text).doc_id == "d2"
 
 
 def test_renumbering_follows_first_appearance_without_gaps():
