@@ -23,7 +23,7 @@ from .coverage import missing_terms, term, uncovered_terms
 from .errors import LLMError
 from .llm import LLM, failure_notice
 from .prompts import build_messages, condense_messages, echoes_prompt, question_language, refusal_text, text
-from .quotes import extractive_answer, summary_topic, task_of
+from .quotes import comparison_sides, extractive_answer, side_query, summary_topic, task_of
 from .reader import Reader
 from .retrieval import Retrieval, Retriever
 from .types import Answer, Citation, Fact, Passage
@@ -170,7 +170,25 @@ def generate(question: str, *, retriever: Retriever, k: int, llm: LLM | None, re
                       standalone_question=turn.query if turn.depends else None,
                       removed_quotes=removed[0], removed_markers=removed[1])
 
-    if _weak(retrieval, refusal_threshold):
+    sides = comparison_sides(question) if task == "comparison" else None
+    side_cache: dict[str, tuple[Retrieval, bool]] = {}
+
+    def side(query: str, name: str) -> tuple[Retrieval, bool]:
+        if query not in side_cache:
+            found = retriever.retrieve(query, k=SIDE_K)
+            side_cache[query] = found, (not _weak(found, refusal_threshold)
+                                        and not missing_terms([term(name)], found.evidence))
+        return side_cache[query]
+
+    weak = _weak(retrieval, refusal_threshold)
+    if weak and sides is not None:
+        # a comparison is refused only when neither side is found: "compare Germany and Brazil" is
+        # half answerable even when the question as a whole matches no passage well
+        found = [side(side_query(sides, name), name) for name in sides.names]
+        if any(covered for _, covered in found):
+            retrieval, weak = _merged(retrieval, [r for r, _ in found]), False
+            passages = retrieval.passages
+    if weak:
         mode, model = "refusal", None
         refusal = refusal_text(question, passages)
         yield refusal
@@ -215,14 +233,13 @@ def generate(question: str, *, retriever: Retriever, k: int, llm: LLM | None, re
 
     t = time.perf_counter()
 
-    def side(query: str, name: str) -> tuple[Retrieval, bool]:
-        found = retriever.retrieve(query, k=SIDE_K)
-        covered = not _weak(found, refusal_threshold) and not missing_terms([term(name)], found.evidence)
+    def side_noting_gaps(query: str, name: str) -> tuple[Retrieval, bool]:
+        found, covered = side(query, name)
         if not covered:
             uncovered.append(name)
         return found, covered
 
-    extract = extractive_answer(turn.reader_query, retrieval, reader=reader, side_retrieval=side,
+    extract = extractive_answer(turn.reader_query, retrieval, reader=reader, side_retrieval=side_noting_gaps,
                                 relevance=refusal_threshold)
     answer_text = extract.text
     if uncovered and task != "comparison":
@@ -232,6 +249,19 @@ def generate(question: str, *, retriever: Retriever, k: int, llm: LLM | None, re
                    fact=extract.fact)
     yield from _pieces(final.answer)
     return final
+
+
+def _merged(question: Retrieval, parts: Sequence[Retrieval]) -> Retrieval:
+    """The passages of several retrievals in one list (each chunk once), for the question's terms."""
+    seen: set[int] = set()
+    passages, evidence = [], []
+    for part in parts:
+        for passage, item in zip(part.passages, part.evidence):
+            if passage.chunk_id not in seen:
+                seen.add(passage.chunk_id)
+                passages.append(passage)
+                evidence.append(item)
+    return replace(question, passages=passages, evidence=evidence)
 
 
 def _weak(retrieval: Retrieval, refusal_threshold: float) -> bool:

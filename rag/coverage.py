@@ -186,6 +186,11 @@ def term(text: str) -> Term:
     return Term(text, not has_arabic(text))
 
 
+def mentions(text: str, name: str) -> bool:
+    """Whether `text` (one sentence) names `name`, by the same checks as `missing_terms`."""
+    return _mentioned(term(name), _vocabulary([text]))
+
+
 @dataclass(frozen=True)
 class _Vocabulary:
     stems: frozenset[str]

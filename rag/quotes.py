@@ -244,11 +244,22 @@ def comparison_sides(question: str) -> Sides | None:
         second = tokens[second_start:second_start + length]
         if arabic:
             second = [second[0][1:]] + second[1:]
-        rest = tokens[:first_start] + tokens[second_start + length:]
+        rest = [t for t in tokens[:first_start] + tokens[second_start + length:]
+                if normalize(t).lower().strip(" ،,") not in _COMPARISON_WORDS]
         names = (" ".join(first).strip(" ،,"), " ".join(second).strip(" ،,"))
         if all(names):
             return Sides(names, " ".join(rest))
     return None
+
+
+# the request itself, kept out of each side's retrieval ("قارن بين … في تغريم المنصات" → "في تغريم المنصات")
+_COMPARISON_WORDS = {normalize(w) for w in "قارن قارني مقارنة مقارنه الفرق فرق بين اوجه الاختلاف التشابه".split()} | {
+    "compare", "comparison", "difference", "differences", "between", "differ", "versus", "vs", "vs."}
+
+
+def side_query(sides: Sides, name: str) -> str:
+    """What one side of a comparison is retrieved with: the shared frame and the side's name."""
+    return f"{sides.frame} {name}".strip()
 
 
 _PREPOSITIONS = {normalize(w) for w in "على في من عن حول تجاه إزاء بشأن مع".split()} | {
@@ -316,10 +327,13 @@ def comparison_answer(question: str, sides: Sequence[tuple[str, Retrieval, bool]
     """The best sentence for each side, under the side's name; a side the sources do not cover
     is said to be missing. `sides`: (name, the retrieval for the frame + name, covered).
     Passages of all sides are numbered in one list, in side order."""
+    from .coverage import mentions
+
     lang = question_language(question)
     lines = [text(lang, "comparison")]
     passages: list[Passage] = []
     citations: list[Citation] = []
+    quoted_already: set[str] = set()
     for name, retrieval, covered in sides:
         offset = len(passages)
         passages.extend(retrieval.passages)
@@ -327,7 +341,11 @@ def comparison_answer(question: str, sides: Sequence[tuple[str, Retrieval, bool]
         if not ranked:
             lines.append(text(lang, "side", side=name) + "\n" + text(lang, "uncovered_side", side=name))
             continue
-        unit = _with_context(ranked[0], retrieval)
+        # the side's best sentence that names it (the best one overall may speak of the frame only,
+        # or of the other side), and not the sentence quoted for the other side
+        fresh = [u for u in ranked if not any(u.text in q for q in quoted_already)] or ranked
+        unit = _with_context(next((u for u in fresh if mentions(u.text, name)), fresh[0]), retrieval)
+        quoted_already.add(unit.text)
         widened = _widened(retrieval, [unit])
         passages[offset:offset + len(widened)] = widened
         n = offset + unit.n
@@ -400,6 +418,6 @@ def extractive_answer(question: str, retrieval: Retrieval, reader: Reader | None
         return summary_answer(question, retrieval, relevance)
     sides = comparison_sides(question) if task == "comparison" else None
     if sides is not None and side_retrieval is not None:
-        return comparison_answer(question, [(name, *side_retrieval(f"{sides.frame} {name}", name))
+        return comparison_answer(question, [(name, *side_retrieval(side_query(sides, name), name))
                                             for name in sides.names])
     return fact_answer(question, retrieval, reader)

@@ -183,6 +183,16 @@ def test_refusal_never_calls_the_llm(seed_index):
     assert answer.refused and answer.mode == "refusal" and "Argentina" not in answer.answer
 
 
+def test_llm_comparison_gets_the_passages_of_the_side_the_articles_cover(seed_index):
+    # the whole question matches weakly; the LLM is given the German side's passages, not refused
+    reply = "«أقرت ألمانيا قانونا لتغريم شبكات التواصل الاجتماعي بدفع 50 مليون يورو» [1]"
+    answer = seed_index.ask("قارن بين ألمانيا والبرازيل في تغريم المنصات", model=MOCK_MODEL,
+                            llm_options=mock(reply))
+    assert answer.mode == "llm" and not answer.refused and not answer.unverified
+    assert answer.citations[0].doc_id == "004_bc7fe0a8626652c3.txt"
+    assert_verbatim(seed_index, answer)
+
+
 def test_llm_follow_up_is_rewritten_before_retrieval(seed_index):
     history = [{"role": "user", "content": SPOKESMAN}, {"role": "assistant", "content": "…"}]
     # the mock replies with the same text to the rewrite and to the answer request

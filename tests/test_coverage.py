@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from rag.coverage import candidate_terms, skeleton, uncovered_terms
+from rag.coverage import candidate_terms, mentions, skeleton, uncovered_terms
 from rag.retrieval import Retriever
 
 from .conftest import dev_questions
@@ -20,6 +20,13 @@ def test_transliterations_share_a_skeleton(english, arabic):
 
 def test_different_names_do_not():
     assert skeleton("Rivian") != skeleton("تسلا") and skeleton("Putin") != skeleton("ماسك")
+
+
+def test_a_sentence_mentions_a_name_in_either_language():
+    sentence = "وفي أبريل الماضي، أقرت ألمانيا قانونا لتغريم شبكات التواصل الاجتماعي."
+    assert mentions(sentence, "ألمانيا") and mentions(sentence, "Germany") and mentions(sentence, "موقف ألمانيا")
+    assert not mentions(sentence, "اليابان") and not mentions(sentence, "Japan")
+    assert mentions("وعقد ترامب اجتماعات فردية", "Trump") and not mentions("وعقد ترامب اجتماعات فردية", "Macron")
 
 
 def test_candidates_are_the_names_put_side_by_side():

@@ -37,6 +37,9 @@ def test_comparison_sides():
         "نداء كرايست تشيرش", "مبادرة الشجاعة المدنية")
     sides = comparison_sides("Compare how Germany and Brazil fine social networks")
     assert sides.names == ("Germany", "Brazil") and "fine social networks" in sides.frame
+    # the request words are not part of what each side is retrieved with
+    assert comparison_sides("قارن بين ألمانيا والبرازيل في تغريم المنصات").frame == "في تغريم المنصات"
+    assert comparison_sides("Compare Germany and Brazil on fining platforms").frame == "on fining platforms"
 
 
 def test_fact_questions():
@@ -125,6 +128,22 @@ def test_comparison_answers_each_side_and_names_the_missing_one(seed_index):
     assert any("50 مليون يورو" in c.quote for c in answer.citations)
     both = seed_index.ask("قارن بين موقف الحكومة البريطانية وموقف الاتحاد الأوروبي من ماسك")
     assert {c.doc_id for c in both.citations} >= {"000_4180ecd25a632971.txt", "003_8d67cffeb0195d8a.txt"}
+
+
+def test_a_comparison_whose_whole_matches_weakly_still_answers_the_side_the_articles_cover(seed_index):
+    # the question as a whole scores below the refusal threshold; its German side does not
+    answer = seed_index.ask("قارن بين ألمانيا والبرازيل في تغريم المنصات")
+    assert not answer.refused and answer.task == "comparison" and answer.uncovered == ("البرازيل",)
+    assert "50 مليون يورو" in answer.citations[0].quote
+    nothing = seed_index.ask("قارن بين اليابان والبرازيل في تغريم المنصات")
+    assert nothing.refused
+
+
+def test_each_side_is_quoted_with_a_sentence_that_names_it(seed_index):
+    answer = seed_index.ask("Compare Macron and Trump on online extremism")
+    macron, trump = answer.citations
+    assert macron.quote != trump.quote
+    assert "ماكرون" in macron.quote and "ترامب" in trump.quote
 
 
 def test_brackets_inside_a_quote_are_the_articles_not_markers():
