@@ -251,8 +251,9 @@ def generate(question: str, *, retriever: Retriever, k: int, llm: LLM | None, re
     return final
 
 
-def _merged(question: Retrieval, parts: Sequence[Retrieval]) -> Retrieval:
-    """The passages of several retrievals in one list (each chunk once), for the question's terms."""
+def _merged(whole: Retrieval, parts: Sequence[Retrieval]) -> Retrieval:
+    """The passages of several retrievals in one list (each chunk once), with the whole question's
+    query state (vector, terms)."""
     seen: set[int] = set()
     passages, evidence = [], []
     for part in parts:
@@ -261,7 +262,7 @@ def _merged(question: Retrieval, parts: Sequence[Retrieval]) -> Retrieval:
                 seen.add(passage.chunk_id)
                 passages.append(passage)
                 evidence.append(item)
-    return replace(question, passages=passages, evidence=evidence)
+    return replace(whole, passages=passages, evidence=evidence)
 
 
 def _weak(retrieval: Retrieval, refusal_threshold: float) -> bool:
