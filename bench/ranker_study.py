@@ -36,7 +36,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 from answer_study import fit_logistic  # noqa: E402
 
 from rag.arabic import lexical_tokens, normalize  # noqa: E402
-from rag.quotes import MAX_QUOTED_CHARS, MAX_QUOTES, MORE_QUOTES_MIN, READ_SENTENCES, READER_WEIGHTS  # noqa: E402
+from rag.quotes import READ_SENTENCES, answer_probabilities, further_quotes, same_sentence_key  # noqa: E402
 
 DIGIT = re.compile(r"[0-9٠-٩]")
 NUMERIC_QUESTION = re.compile(r"^(?:و|ف)?(?:متي|منذ متي|كم|بكم|في اي عام|في اي سنه)\b"
@@ -87,31 +87,20 @@ def first_quote(rows: list[dict], kind: str) -> dict:
 
 
 def shipped_probabilities(sentences: list[dict]) -> list[float]:
-    w_margin, w_cheap, w_rank, bias = READER_WEIGHTS
-    best_margin = max(s["margin"] for s in sentences)
-    best_cheap = max(s["cheap"] for s in sentences)
-    return [1 / (1 + math.exp(-(w_margin * (s["margin"] - best_margin) + w_cheap * (s["cheap"] - best_cheap)
-                                + w_rank * rank + bias))) for rank, s in enumerate(sentences)]
+    return answer_probabilities([s["margin"] for s in sentences], [s["cheap"] for s in sentences])
 
 
 def quoted(sentences: list[dict]) -> list[dict]:
     """The shipped choice of quotes: the most probable sentence and further ones (quotes.fact_answer)."""
     p = shipped_probabilities(sentences)
     order = sorted(range(len(sentences)), key=lambda i: -p[i])
-    chosen, total = [order[0]], sentences[order[0]]["chars"]
-    for i in order[1:]:
-        if len(chosen) >= MAX_QUOTES or p[i] < MORE_QUOTES_MIN:
-            break
-        if total + sentences[i]["chars"] <= MAX_QUOTED_CHARS:
-            chosen.append(i)
-            total += sentences[i]["chars"]
-    return [sentences[i] for i in chosen]
+    return [sentences[order[i]] for i in further_quotes([(p[j], sentences[j]["chars"]) for j in order])]
 
 
 def once_each(sentences: list[dict]) -> list[dict]:
     seen, out = set(), []
     for s in sentences:
-        folded = " ".join(normalize(s["text"]).split())
+        folded = same_sentence_key(s["text"])
         if folded not in seen:
             seen.add(folded)
             out.append(s)

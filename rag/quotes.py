@@ -101,7 +101,7 @@ def units(retrieval: Retrieval, only: Sequence[int] | None = None) -> list[Unit]
     seen: set[str] = set()
     unique = []
     for unit in sorted(out.values(), key=lambda u: -u.cheap):
-        folded = " ".join(normalize(unit.text).split())
+        folded = same_sentence_key(unit.text)
         if folded not in seen:
             seen.add(folded)
             unique.append(unit)
@@ -143,12 +143,36 @@ def score_units(question: str, candidates: list[Unit], reader: Reader | None) ->
         return [Scored(u, u.cheap, None) for u in candidates]
     top = candidates[:READ_SENTENCES]
     readings = reader.read(question, [u.text for u in top])
-    w_margin, w_cheap, w_rank, bias = READER_WEIGHTS
-    best_margin, best_cheap = max(r.score for r in readings), max(u.cheap for u in top)
-    scored = [Scored(u, 1 / (1 + math.exp(-(w_margin * (r.score - best_margin) + w_cheap * (u.cheap - best_cheap)
-                                              + w_rank * rank + bias))), r)
-              for rank, (u, r) in enumerate(zip(top, readings))]
+    probabilities = answer_probabilities([r.score for r in readings], [u.cheap for u in top])
+    scored = [Scored(u, p, r) for u, p, r in zip(top, probabilities, readings)]
     return sorted(scored, key=lambda s: -s.score)
+
+
+def answer_probabilities(margins: Sequence[float], cheap: Sequence[float]) -> list[float]:
+    """P(the sentence holds the answer) for sentences in cheap-score order, from the reader's
+    margins and the cheap scores (READER_WEIGHTS)."""
+    w_margin, w_cheap, w_rank, bias = READER_WEIGHTS
+    best_margin, best_cheap = max(margins), max(cheap)
+    return [1 / (1 + math.exp(-(w_margin * (m - best_margin) + w_cheap * (c - best_cheap) + w_rank * rank + bias)))
+            for rank, (m, c) in enumerate(zip(margins, cheap))]
+
+
+def further_quotes(ranked: Sequence[tuple[float, int]]) -> list[int]:
+    """Which of the ranked sentences (probability, characters; best first) are quoted: the best,
+    and further ones that may hold the answer too, within MAX_QUOTES and MAX_QUOTED_CHARS."""
+    chosen, total = [0], ranked[0][1]
+    for i, (probability, chars) in enumerate(ranked[1:], start=1):
+        if len(chosen) >= MAX_QUOTES or probability < MORE_QUOTES_MIN:
+            break
+        if total + chars <= MAX_QUOTED_CHARS:
+            chosen.append(i)
+            total += chars
+    return chosen
+
+
+def same_sentence_key(sentence: str) -> str:
+    """Two copies of a sentence (in two articles, spelled with other diacritics) share this key."""
+    return " ".join(normalize(sentence).split())
 
 
 # ----------------------------------------------------------------------------- questions
@@ -284,18 +308,10 @@ def fact_answer(question: str, retrieval: Retrieval, reader: Reader | None) -> E
     if not ranked:
         return Extract(text(lang, "framing"), [], None, list(retrieval.passages))
     best = ranked[0]
-    chosen = [best]
     if best.reading is not None:
-        # further sentences that may hold the answer, best first, within a length budget
-        total = len(best.unit.text)
-        for other in ranked[1:]:
-            if len(chosen) >= MAX_QUOTES or other.score < MORE_QUOTES_MIN:
-                break
-            if total + len(other.unit.text) <= MAX_QUOTED_CHARS:
-                chosen.append(other)
-                total += len(other.unit.text)
+        chosen = [ranked[i] for i in further_quotes([(s.score, len(s.unit.text)) for s in ranked])]
     else:
-        chosen += [s for s in ranked[1:] if s.score >= best.score - FALLBACK_MARGIN][:MAX_QUOTES - 1]
+        chosen = [best] + [s for s in ranked[1:] if s.score >= best.score - FALLBACK_MARGIN][:MAX_QUOTES - 1]
     quotes = [_with_context(s.unit, retrieval) for s in chosen]
     fact = _fact(question, best, retrieval) if best.reading is not None else None
     lines = [text(lang, "fact", phrase=fact.text, n=fact.n)] if fact else []

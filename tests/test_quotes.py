@@ -4,7 +4,6 @@ comparisons on the real index."""
 from __future__ import annotations
 
 import re
-from dataclasses import replace
 
 import pytest
 
@@ -50,9 +49,11 @@ def test_fact_questions():
                                               "Why was it delayed?", "Did Zuckerberg attend?"])
 
 
-def _evidence(document: str, start: int = 0, end: int | None = None) -> Evidence:
+def _evidence(document: str, start: int = 0, end: int | None = None, doc_id: str = "d", chunk_id: int = 1,
+              score: float = 0.9) -> Evidence:
     end = len(document) if end is None else end
-    passage = Passage(chunk_id=1, doc_id="d", title="t", text=document[start:end], start=start, end=end, score=0.9)
+    passage = Passage(chunk_id=chunk_id, doc_id=doc_id, title="t", text=document[start:end], start=start, end=end,
+                      score=score)
     return Evidence(passage, document, ())
 
 
@@ -71,10 +72,8 @@ def test_quotes_are_whole_sentences_and_never_stop_inside_a_quotation():
 def test_a_sentence_two_articles_share_is_a_candidate_once_where_it_scores_best():
     shared = "فرضت ألمانيا غرامات تصل إلى خمسين مليون يورو."
     first = _evidence("خبر أول عن القانون. " + shared)
-    reprint = Evidence(Passage(chunk_id=2, doc_id="d2", title="t2", text="", start=0, end=0, score=0.95),
-                       "مقدمة أخرى تماما. " + shared.replace("ألمانيا", "ألمانيَا"), ())
-    reprint = Evidence(replace(reprint.passage, text=reprint.document, end=len(reprint.document)),
-                       reprint.document, ())
+    reprint = _evidence("مقدمة أخرى تماما. " + shared.replace("ألمانيا", "ألمانيَا"), doc_id="d2", chunk_id=2,
+                        score=0.95)
     found = units(Retrieval([first.passage, reprint.passage], 1.0, None, {}, 0.0, [first, reprint]))
     texts = [u.text for u in found]
     assert len(texts) == 3 and sum("غرامات" in t for t in texts) == 1
