@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from rag.errors import ModelError
-from rag.reader import WEIGHTS, Reader
+from rag.reader import WEIGHTS, Reader, _length_groups
 
 from .conftest import SEEDS
 
@@ -49,6 +49,26 @@ def test_onnx_export_gives_the_torch_results(readers, model_dir):
     assert list((model_dir / "reader-onnx").glob("reader-*.onnx"))  # built once, kept for next time
     again = Reader(model_dir, WEIGHTS, backend="onnx")  # loads the export without the torch model
     assert [(r.start, r.end) for r in again.read(QUESTION, SENTENCES)] == [(r.start, r.end) for r in expected]
+
+
+def test_sentences_of_very_different_lengths_read_as_they_would_alone(readers):
+    """The reader batches sentences of similar length together; each must still get its own
+    reading, in the order given."""
+    _, onnx_reader = readers
+    long = SENTENCES[2] + " " + " ".join(["وأضاف المركز أن المنصة لم ترد على طلبات التعليق المتكررة."] * 6)
+    texts = [long, SENTENCES[1], "ماسك.", SENTENCES[0], long + " وانتهى."]
+    together = onnx_reader.read(QUESTION, texts)
+    alone = [onnx_reader.read(QUESTION, [text])[0] for text in texts]
+    assert [(r.start, r.end) for r in together] == [(r.start, r.end) for r in alone]
+    assert np.allclose([r.score for r in together], [r.score for r in alone], atol=1e-3)
+
+
+def test_length_groups_keep_every_sentence_once_and_similar_lengths_together():
+    lengths = [190, 40, 45, 120, 41, 200, 48]
+    groups = _length_groups(lengths)
+    assert sorted(i for g in groups for i in g) == list(range(len(lengths)))
+    assert all(max(lengths[i] for i in g) <= 1.25 * min(lengths[i] for i in g) for g in groups)
+    assert len(groups) == 3  # 40–48, 120, 190–200
 
 
 def test_weights_that_do_not_fit_say_how_to_rebuild(model_dir, tmp_path):
