@@ -19,7 +19,7 @@ from dataclasses import replace
 from typing import Any
 
 from .conversation import resolve
-from .coverage import missing_terms, term, uncovered_terms
+from .coverage import mentions, missing_terms, term, uncovered_terms
 from .errors import LLMError
 from .llm import LLM, failure_notice
 from .prompts import build_messages, condense_messages, echoes_prompt, question_language, refusal_text, text
@@ -152,6 +152,8 @@ def generate(question: str, *, retriever: Retriever, k: int, llm: LLM | None, re
             notice, notice_detail = failure_notice(exc, lang), exc.detail
     if turn.depends:
         retrieval = retriever.retrieve(turn.query, k=depth, prefer=turn.prefer_docs)
+        if turn.subject:
+            retrieval = _about(turn.subject, retrieval, lambda: retriever.retrieve(turn.subject, k=depth))
     timings["retrieval_ms"] = _ms(t)
     passages = retrieval.passages
     mode = "llm" if llm is not None else "extractive"
@@ -263,6 +265,22 @@ def _merged(whole: Retrieval, parts: Sequence[Retrieval]) -> Retrieval:
                 passages.append(passage)
                 evidence.append(item)
     return replace(whole, passages=passages, evidence=evidence)
+
+
+def _about(subject: str, retrieval: Retrieval, by_name: Callable[[], Retrieval]) -> Retrieval:
+    """For a follow-up that names something new ("وماذا عن بيتر كايل؟"): the passages that mention
+    it, from the follow-up's retrieval and from one for the name alone, read with the follow-up's
+    query. The earlier topic's words pull in passages about the earlier subject, and beside them the
+    new one's passages can score too low to be answered. When no passage mentions it, the retrieval
+    as it was (the answer then says it is not covered)."""
+    def mentioning(found: Retrieval) -> Retrieval:
+        kept = [i for i, item in enumerate(found.evidence)
+                if mentions(item.passage.title + "\n" + item.passage.text, subject)]
+        return replace(found, passages=[found.passages[i] for i in kept], evidence=[found.evidence[i] for i in kept])
+
+    # a passage both find keeps the score for the name alone: the one the refusal threshold can judge
+    merged = _merged(retrieval, [mentioning(by_name()), mentioning(retrieval)])
+    return merged if merged.passages else retrieval
 
 
 def _weak(retrieval: Retrieval, refusal_threshold: float) -> bool:

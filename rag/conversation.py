@@ -53,6 +53,7 @@ class Resolution:
     reader_query: str  # what the answer stage reads the passages with
     prefer_docs: tuple[str, ...] = ()  # articles of the previous turn to favour
     reason: str = "standalone"
+    subject: str = ""  # what the turn names anew ("ألمانيا" in "وماذا عن ألمانيا؟"): its passages must mention it
 
 
 def previous_turn(history: Sequence[Any] | None) -> Turn | None:
@@ -121,7 +122,8 @@ def resolve(question: str, history: Sequence[Any] | None, weak_on_its_own: bool)
         return Resolution(False, question, question)
     topic_words = content_words(previous.question)
     new_terms = set(content_words(question)) - set(topic_words)
-    names_something_new = _names_something(new_terms, question)
+    subject = _new_subject(new_terms, question)
+    names_something_new = bool(subject)
     if names_something_new:  # "وماذا عن ألمانيا؟" after a question about Britain: Germany instead of it
         from .coverage import is_known_name
 
@@ -134,13 +136,16 @@ def resolve(question: str, history: Sequence[Any] | None, weak_on_its_own: bool)
     reader_query = question if asks_own_question(question) or not topic else f"{question} ({topic})"
     return Resolution(True, query, reader_query,
                       prefer_docs=() if names_something_new else previous.doc_ids,
-                      reason=", ".join(reasons))
+                      reason=", ".join(reasons), subject=subject)
 
 
-def _names_something(terms: set[str], question: str) -> bool:
-    """A new capitalized word (English) or a new word after "عن"/"about" ("وماذا عن ألمانيا؟")."""
-    if any(w[:1].isupper() for w in re.findall(r"[A-Za-z]+", question)[1:] if w.lower() in terms):
-        return True
-    folded = normalize(question)
-    after_about = re.search(r"(?:عن|about)\s+(\S+)", folded)
-    return bool(after_about and after_about.group(1).strip("?؟") in {normalize(t) for t in terms})
+def _new_subject(terms: set[str], question: str) -> str:
+    """What the follow-up names that the previous question did not: the words after "عن"/"about"
+    ("وماذا عن بيتر كايل؟" → "بيتر كايل") or a run of new capitalized words (English); "" if none."""
+    about = re.search(r"(?:^|\s)(?:عن|about)\s+([^?؟.!,،]+)", strip_diacritics(question), re.I)
+    if about:
+        named = re.sub(r"^(?:the|a)\s+", "", about.group(1).strip(), flags=re.I)
+        if named and normalize(named.split()[0]).lower() in {normalize(t).lower() for t in terms}:
+            return named
+    new = [w for w in re.findall(r"[A-Za-z][A-Za-z'-]*", question)[1:] if w[:1].isupper() and w.lower() in terms]
+    return " ".join(new)

@@ -39,7 +39,6 @@ compare comparison difference between summarize summary explain describe say sai
 main arguments reasons effect impact other others also both each same similar
 """
 _PARTICLES = {normalize(w) for w in "على في من عن إلى الى مع لدى عند حول بين".split()}
-_EN_WORD = re.compile(r"[A-Za-z][A-Za-z'.-]*")
 _QUESTION_OPENERS = {"what", "who", "whom", "when", "where", "why", "how", "which", "whose", "did", "does", "do",
                      "is", "are", "was", "were", "can", "could", "compare", "summarize", "tell", "list", "give",
                      "name", "explain", "describe", "i", "and", "or"}
@@ -107,7 +106,7 @@ def _arabic_candidates(question: str) -> list[Term]:
             if normalize(rest) in _PARTICLES and i + 1 < len(written) and content(written[i + 1]):
                 terms.append(Term(written[i + 1], False))
             continue
-        if content(rest) and content(written[i - 1]):
+        if content(rest) and content(written[i - 1]) and not _question_word(written[i - 1]):
             phrase = [rest] + ([written[i + 1]] if i + 1 < len(written) and content(written[i + 1])
                                and not written[i + 1].startswith("و") else [])
             terms.append(Term(" ".join(phrase), False))
@@ -122,13 +121,30 @@ def _arabic_candidates(question: str) -> list[Term]:
     return _unique(terms)
 
 
+def _question_word(word: str) -> bool:
+    """"ماذا", "وبماذا", "فلماذا": a question word, bare or with و/ف and ب/ل before it."""
+    folded = normalize(word)
+    return any(folded[len(p):] in _AR_QUESTION_WORDS for p in ("", "و", "ف", "ب", "ل", "وب", "فب", "ول", "فل")
+               if folded.startswith(p))
+
+
+_AR_QUESTION_WORDS = {normalize(w) for w in "ما ماذا من متى أين كيف كم لماذا هل أي أيّ لمن ممن عم".split()}
 _CONNECTORS = {"for", "of", "the", "on", "de", "al"}
+# Words that open an English sentence with a capital without naming anything ("Besides 1, what …",
+# "… the EU? Under its new law …"): prepositions, conjunctions, adverbs.
+_SENTENCE_OPENERS = set("""
+besides beside under after before during since following according apart unlike despite although though
+while if as for from with without between among about in on at by to into of over through regarding
+concerning given other another then also so but yet now here there this that these those it its his her
+their they he she we you my our your a an the some any all both each most many much such
+""".split())
+_TOKEN_OR_BREAK = re.compile(r"[A-Za-z][A-Za-z'.-]*|[,;:?!.()\[\]\"“”]")
 
 
 def _english_candidates(question: str) -> list[Term]:
     """Runs of capitalized words ("Angela Merkel", "Center for Countering Digital Hate"), and
     the multi-word places and bodies of names.tsv."""
-    tokens = _EN_WORD.findall(question)
+    pieces = _TOKEN_OR_BREAK.findall(question)
     terms: list[Term] = []
     run: list[str] = []
 
@@ -139,10 +155,17 @@ def _english_candidates(question: str) -> list[Term]:
             terms.append(Term(" ".join(run), True))
         run.clear()
 
-    for i, token in enumerate(tokens):
-        capital = token[:1].isupper() and not (i == 0 and token.lower() in _QUESTION_OPENERS) and token != "I"
-        if capital or (run and token.lower() in _CONNECTORS and i + 1 < len(tokens)
-                       and tokens[i + 1][:1].isupper()):
+    opens_sentence = True
+    for i, token in enumerate(pieces):
+        if not token[:1].isalpha():  # a run of names stops at punctuation: "France, England and Italy"
+            close()
+            opens_sentence = opens_sentence or token in "?!."
+            continue
+        opener = opens_sentence and token.lower() in _QUESTION_OPENERS | _SENTENCE_OPENERS
+        opens_sentence = False
+        capital = token[:1].isupper() and not opener and token != "I"
+        if capital or (run and token.lower() in _CONNECTORS and i + 1 < len(pieces)
+                       and pieces[i + 1][:1].isupper()):
             run.append(token)
         else:
             close()
@@ -233,16 +256,36 @@ def _english_mentioned(name: str, vocabulary: _Vocabulary) -> bool:
     lowered = name.lower()
     if normalize(name) in vocabulary.folded:
         return True
-    forms = arabic_forms().get(lowered) or arabic_forms().get(re.sub(r"'s$|s$", "", lowered))
+    forms = arabic_forms().get(lowered) or arabic_forms().get(re.sub(r"'s$|s$", "", lowered)) or _demonym_forms(lowered)
     if forms:
         return any(f in vocabulary.folded for f in forms)
     parts = [re.sub(r"'s$", "", p) for p in re.findall(r"[A-Za-z']+", name)]
     if all(p.lower() in _ORDINARY_WORDS or len(p) <= 2 for p in parts):
         return True  # a descriptive name, translated in Arabic text: it cannot be checked by sound
+    if any(sum(c.isupper() for c in p) > 1 for p in parts):
+        return True  # an acronym ("BSkyB" is "بي سكاي بي"): spelled out by letter, not checkable by sound
     names = [p for p in parts if p.lower() not in _ORDINARY_WORDS and len(p) > 2]
     joined = skeleton("".join(names))
-    return _skeleton_match(skeleton(names[-1]), vocabulary.skeletons) or (
+    last = {skeleton(names[-1]), skeleton(re.sub(r"s$", "", names[-1]))}  # "Seamans" is written "سيمان"
+    return any(_skeleton_match(key, vocabulary.skeletons) for key in last) or (
         len(names) > 1 and _skeleton_match(joined, vocabulary.skeletons))
+
+
+_DEMONYM_ENDINGS = (("ese", ""), ("ian", "ia"), ("ian", "a"), ("ian", ""), ("ian", "y"), ("an", "a"), ("an", "o"),
+                    ("an", ""), ("i", ""), ("ish", ""), ("ish", "ey"), ("ic", "ia"))
+
+
+def _demonym_forms(word: str) -> tuple[str, ...] | None:
+    """The places table's forms for a people or language not in it ("Senegalese" → Senegal,
+    "Tunisian" → Tunisia, "Kuwaiti" → Kuwait)."""
+    if " " in word:
+        return None
+    for ending, replacement in _DEMONYM_ENDINGS:
+        if word.endswith(ending) and len(word) - len(ending) >= 3:
+            forms = arabic_forms().get(word[: -len(ending)] + replacement)
+            if forms:
+                return forms
+    return None
 
 
 def _skeleton_match(key: str, skeletons: frozenset[str]) -> bool:

@@ -58,6 +58,15 @@ def test_what_about_another_country_swaps_the_country_of_the_previous_question()
     assert "britain" not in turn.query.lower() and "online safety act" in turn.query.lower()
 
 
+def test_what_about_names_the_new_subject():
+    history = [{"role": "user", "content": "ما منصب تييري بريتون؟"},
+               {"role": "assistant", "content": "…", "doc_ids": ["003.txt"]}]
+    assert resolve("وماذا عن بيتر كايل؟", history, weak_on_its_own=False).subject == "بيتر كايل"
+    assert resolve("And what about the EU?", history, weak_on_its_own=False).subject == "EU"
+    assert resolve("ومتى؟", history, weak_on_its_own=False).subject == ""
+    assert resolve("وماذا عن ذلك؟", history, weak_on_its_own=False).subject == ""
+
+
 def test_a_long_question_with_its_own_evidence_stands_alone():
     question = "وما الصحيفة التي كشفت تفاصيل المواجهة بين ماسك ومركز مكافحة الكراهية الرقمية؟"
     assert not resolve(question, HISTORY, weak_on_its_own=False).depends
@@ -93,3 +102,19 @@ def test_follow_up_is_answered_from_the_previous_topic(seed_index):
     assert follow.standalone_question and "نيوزيلندا" in follow.standalone_question
     assert follow.citations[0].doc_id == "001_4cc70f0e583a2e76.txt"
     assert any("51" in c.quote for c in follow.citations)
+
+
+def test_what_about_someone_new_is_answered_from_the_passages_that_name_them(seed_index):
+    # the earlier question's name pulls in its own article; beside it, the one naming Peter Kyle
+    # scored below the refusal threshold and the turn was refused
+    first = seed_index.ask("ما منصب تييري بريتون؟")
+    follow = seed_index.ask("وماذا عن بيتر كايل؟", history=history_of(first))
+    assert not follow.refused
+    assert follow.citations and "وزير التكنولوجيا بيتر كايل" in follow.citations[0].quote
+
+
+def test_what_about_another_country_quotes_that_country(seed_index):
+    first = seed_index.ask("ما الغرامات التي يفرضها قانون السلامة على الإنترنت في بريطانيا؟")
+    follow = seed_index.ask("وماذا عن ألمانيا؟", history=history_of(first))
+    assert all("ألمانيا" in p.text for p in follow.passages)
+    assert any("50 مليون يورو" in c.quote for c in follow.citations)

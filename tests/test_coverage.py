@@ -41,6 +41,34 @@ def test_candidates_are_the_names_put_side_by_side():
     assert candidate_terms("من هو نائب رئيس شؤون النزاهة في فيسبوك؟") == []
 
 
+def test_sentence_openers_and_punctuation_do_not_make_names():
+    # "… the EU? Under its new law …": a new sentence's first word, not a name joined to "EU"
+    assert [t.text for t in candidate_terms(
+        "What about the EU? Under its new digital services law, how quickly must platforms act?")] == ["EU"]
+    assert [t.text for t in candidate_terms("Besides 1, what is the only divisor a prime can have?")] == []
+    # a list is three names, not one run across the commas
+    assert [t.text for t in candidate_terms("When did the writings spread to France, England and Italy?")] == [
+        "France", "England", "Italy"]
+    # "وبماذا وصفت": the و of "وصفت" is the verb's own, not "and" after a question word
+    assert candidate_terms("وبماذا وصفت ما وضعته هذه الوسائل تحت المجموعات اليمينية؟") == []
+
+
+@pytest.mark.parametrize(("sentence", "name"), [
+    ("ورئيس السنغال ماكي سال", "Senegalese"),  # a people: its country's forms
+    ("أقرت تونس قانونا", "Tunisian"),
+    ("كما تعرف أيضاً بالإنقليزية بــAmazonia", "English"),  # a spelling of the table's variants
+    ("إن إنشاء سيمان للجنة مخصصة", "Seamans"),  # the final s dropped in the transliteration
+    ("تعتمد بي سكاي بي تقنية البث", "BSkyB's"),  # an acronym, spelled by letter: not checkable by sound
+])
+def test_names_written_another_way_are_found(sentence, name):
+    assert mentions(sentence, name)
+
+
+def test_a_people_of_another_country_is_not_found():
+    assert not mentions("ورئيس السنغال ماكي سال", "Tunisian")
+    assert not mentions("ورئيس السنغال ماكي سال", "Kenyans")
+
+
 def _uncovered(index, question):
     retrieval = Retriever(index.store, index.embedder).retrieve(question, k=5)
     return uncovered_terms(question, retrieval.evidence)

@@ -5,7 +5,7 @@ import json
 import pytest
 
 from rag.errors import ConfigError
-from rag.evaluation import evaluate, load_dataset, prepare_index, retrieval_metrics
+from rag.evaluation import contains_answer, evaluate, load_dataset, prepare_index, retrieval_metrics
 
 from .conftest import DEV_SET, SEEDS, cli_env, run_cli
 
@@ -64,3 +64,16 @@ def test_cli_eval_on_the_dev_set(settings):
     assert set(result["by_language"]) == {"ar", "en"}
     for key in ("recall@1", "recall@5", "recall@10", "mrr@10", "p50_ms", "p95_ms", "n_documents"):
         assert key in result
+
+
+@pytest.mark.parametrize("path", sorted(DEV_SET.parent.glob("seeds_*.jsonl")), ids=lambda p: p.name)
+def test_every_seeds_question_s_gold_answer_is_in_its_gold_article(path):
+    """A gold answer that its article does not hold would score every answer as wrong."""
+    dataset = load_dataset(path, [SEEDS])
+    assert dataset.questions, path
+    for q in dataset.questions:
+        if not q.answerable or not q.answers:
+            continue
+        texts = [(SEEDS / doc).read_text(encoding="utf-8") for doc in q.gold_docs]
+        assert texts, q.qid
+        assert any(contains_answer(text, answer) for text in texts for answer in q.answers), q.qid
