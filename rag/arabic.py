@@ -96,6 +96,21 @@ def stopwords() -> frozenset[str]:
     return frozenset(normalize(w) for w in _STOPWORDS_RAW.split())
 
 
+_QUESTION_WORDS_RAW = "ما ماذا من متى أين كيف كم لماذا هل أي لمن ممن عم"
+_QUESTION_PREFIXES = ("", "و", "ف", "ب", "ل", "وب", "فب", "ول", "فل")
+
+
+@lru_cache(maxsize=1)
+def _question_words() -> frozenset[str]:
+    return frozenset(normalize(w) for w in _QUESTION_WORDS_RAW.split())
+
+
+def is_question_word(word: str) -> bool:
+    """"ما", "وماذا", "فلماذا", "بماذا": a question word, bare or with و/ف and ب/ل before it."""
+    folded = normalize(word)
+    return any(folded.startswith(p) and folded[len(p):] in _question_words() for p in _QUESTION_PREFIXES)
+
+
 def words(text: str) -> list[str]:
     """Normalized word tokens; punctuation (Arabic and Latin) separates words."""
     return [w for w in _WORD.findall(normalize(text)) if w != "_"]

@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from .arabic import normalize, search_tokens, stopwords, strip_diacritics, words
+from .arabic import is_question_word, normalize, search_tokens, stopwords, strip_diacritics, words
 
 # Turn openings that only make sense after an earlier turn, after `arabic.normalize`.
 _AR_OPENINGS = re.compile(
@@ -26,7 +26,6 @@ _EN_OPENINGS = re.compile(r"^(?:and|but|also|so|then)\b|^(?:what|how) about\b|^w
 _AR_PRONOUNS = {normalize(w) for w in "هو هي هم هما هن".split()}
 _AR_REFERENCES = _AR_PRONOUNS | {normalize(w) for w in
                                  "ذلك تلك هذا هذه هؤلاء اولئك ذاك عندئذ حينها حينئذ بعدها قبلها".split()}
-_QUESTION_WORDS = {normalize(w) for w in "ما ماذا من متى أين كيف كم لماذا هل أي وما ومن".split()}
 # An attached pronoun (-ه, -ها, -هم) on the last words of a short question: "ومن أسسه؟", "ما منصبها؟"
 # (tested on the text as written, where ة is not ه)
 _AR_SUFFIX = re.compile(r"[^\W\d_](?:ه|ها|هم|هما)$")
@@ -81,7 +80,7 @@ def cues(question: str) -> list[str]:
         found.append("opening")
     # "ما هي …" / "من هو …" is a copula, not a reference to an earlier turn
     references = [t for i, t in enumerate(tokens) if t in _AR_REFERENCES
-                  and not (t in _AR_PRONOUNS and i > 0 and tokens[i - 1] in _QUESTION_WORDS)]
+                  and not (t in _AR_PRONOUNS and i > 0 and is_question_word(tokens[i - 1]))]
     if references or any(t in _EN_PRONOUNS or (short and t in _EN_DEMONSTRATIVES) for t in tokens):
         found.append("reference")
     written = re.findall(r"\w+", strip_diacritics(question))

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
-from .arabic import has_arabic, light_stem, normalize, stopwords, strip_diacritics, words
+from .arabic import has_arabic, is_question_word, light_stem, normalize, stopwords, strip_diacritics, words
 from .retrieval import Evidence
 
 NAMES_FILE = Path(__file__).resolve().parent / "data" / "names.tsv"
@@ -106,7 +106,7 @@ def _arabic_candidates(question: str) -> list[Term]:
             if normalize(rest) in _PARTICLES and i + 1 < len(written) and content(written[i + 1]):
                 terms.append(Term(written[i + 1], False))
             continue
-        if content(rest) and content(written[i - 1]) and not _question_word(written[i - 1]):
+        if content(rest) and content(written[i - 1]) and not is_question_word(written[i - 1]):
             phrase = [rest] + ([written[i + 1]] if i + 1 < len(written) and content(written[i + 1])
                                and not written[i + 1].startswith("و") else [])
             terms.append(Term(" ".join(phrase), False))
@@ -121,14 +121,6 @@ def _arabic_candidates(question: str) -> list[Term]:
     return _unique(terms)
 
 
-def _question_word(word: str) -> bool:
-    """"ماذا", "وبماذا", "فلماذا": a question word, bare or with و/ف and ب/ل before it."""
-    folded = normalize(word)
-    return any(folded[len(p):] in _AR_QUESTION_WORDS for p in ("", "و", "ف", "ب", "ل", "وب", "فب", "ول", "فل")
-               if folded.startswith(p))
-
-
-_AR_QUESTION_WORDS = {normalize(w) for w in "ما ماذا من متى أين كيف كم لماذا هل أي أيّ لمن ممن عم".split()}
 _CONNECTORS = {"for", "of", "the", "on", "de", "al"}
 # Words that open an English sentence with a capital without naming anything ("Besides 1, what …",
 # "… the EU? Under its new law …"): prepositions, conjunctions, adverbs.
